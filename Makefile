@@ -1,0 +1,56 @@
+# Every target bootstraps .venv itself, so a fresh clone needs nothing but python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LINTED := src tests examples benchmarks docs/conf.py
+
+.PHONY: test lint types unit demo docs bench test-deep test-all clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,process]'
+	touch $@
+
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[demo,process]'
+	touch $@
+
+$(VENV)/.docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs,process]'
+	touch $@
+
+$(VENV)/.bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[bench,process]'
+	touch $@
+
+test: lint types unit
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check $(wildcard $(LINTED))
+	$(BIN)/ruff format --check $(wildcard $(LINTED))
+
+types: $(VENV)/.dev
+	$(BIN)/mypy --strict src tests
+
+unit: $(VENV)/.dev
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage report --fail-under=95
+
+test-deep: $(VENV)/.dev
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest tests
+
+demo: $(VENV)/.demo
+	$(BIN)/python examples/rounds.py
+
+docs: $(VENV)/.docs
+	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
+bench: $(VENV)/.bench
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache docs/_build
