@@ -1,0 +1,52 @@
+"""bulkhead: isolated worker pools ("bulkheads") for trio.
+
+The public API is exactly what this module re-exports; everything else is
+private. Layers, bottom up: ``_stats`` → ``_errors`` → ``_job`` → ``_policy``
+→ ``_pool`` → ``_dispatcher``.
+"""
+
+from ._dispatcher import Dispatcher as Dispatcher
+from ._dispatcher import open_dispatcher as open_dispatcher
+from ._errors import DispatcherClosed as DispatcherClosed
+from ._errors import JobCancelled as JobCancelled
+from ._errors import JobsFailed as JobsFailed
+from ._errors import UnknownPriority as UnknownPriority
+from ._job import Job as Job
+from ._job import JobState as JobState
+from ._policy import PoolConfig as PoolConfig
+from ._policy import Priority as Priority
+from ._policy import Retry as Retry
+from ._stats import BatchReport as BatchReport
+from ._stats import DispatcherStatistics as DispatcherStatistics
+from ._stats import PoolStatistics as PoolStatistics
+
+__all__ = [
+    "Dispatcher",
+    "open_dispatcher",
+    "DispatcherClosed",
+    "JobCancelled",
+    "JobsFailed",
+    "UnknownPriority",
+    "Job",
+    "JobState",
+    "PoolConfig",
+    "Priority",
+    "Retry",
+    "BatchReport",
+    "DispatcherStatistics",
+    "PoolStatistics",
+]
+
+__version__ = "0.1.0"
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks and docs say bulkhead.JobsFailed, not bulkhead._errors.JobsFailed.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("bulkhead."):
+            obj.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

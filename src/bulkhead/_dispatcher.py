@@ -1,0 +1,565 @@
+"""The dispatcher: pools under one nursery, barrier epochs, and finalize.
+
+Barrier epochs: every accepted job belongs to the epoch that was current when
+it was accepted. A barrier closes the current epoch (new jobs go to the next
+one) and waits until every job of the closed epochs has ended, so it never
+starves under continuous dispatch. Each pool tallies its jobs per epoch in a
+``_Batch``; the first covering barrier or finalize to complete removes those
+batches and reports them, so each job is counted, and its failure raised, once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from types import MappingProxyType
+from typing import Any, Literal, final
+
+import attrs
+import trio
+
+from ._errors import JobsFailed, UnknownPriority
+from ._job import Job
+from ._policy import (
+    OnError,
+    PoolConfig,
+    Retry,
+    check_on_error,
+    check_priority,
+    check_seconds,
+)
+from ._pool import RUNNING_JOB, _Pool
+from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
+
+_State = Literal["new", "open", "closing", "closed"]
+
+
+def _pool_configs(pools: object) -> list[PoolConfig]:
+    if isinstance(pools, Mapping):
+        configs = []
+        for priority, workers in pools.items():
+            if isinstance(workers, PoolConfig):
+                raise TypeError(
+                    "pools must map priority -> workers, or be an iterable of "
+                    f"PoolConfig; got a PoolConfig as the value for {priority!r}: "
+                    "pass [PoolConfig(...), ...] instead"
+                )
+            configs.append(PoolConfig(priority, workers))
+    elif isinstance(pools, Iterable) and not isinstance(pools, (str, bytes)):
+        configs = list(pools)
+        for config in configs:
+            if not isinstance(config, PoolConfig):
+                raise TypeError(
+                    "pools must be a mapping {priority: workers} or an iterable of "
+                    f"bulkhead.PoolConfig, got an item {config!r}"
+                )
+    else:
+        raise TypeError(
+            "pools must be a mapping {priority: workers} or an iterable of "
+            f"bulkhead.PoolConfig, got {pools!r}"
+        )
+    if not configs:
+        raise ValueError("pools is empty: configure at least one pool")
+    seen: set[int] = set()
+    for config in configs:
+        if config.priority in seen:
+            raise ValueError(
+                f"priority {config.priority!r} is configured twice: "
+                "each priority names exactly one pool"
+            )
+        seen.add(config.priority)
+    return configs
+
+
+def _is_async_callable(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
+
+
+@final
+@attrs.define(eq=False, repr=False, init=False)
+class Dispatcher:
+    """Isolated worker pools ("bulkheads"), one per priority, under one nursery.
+
+    Most code uses :func:`open_dispatcher`. Build a ``Dispatcher`` directly when
+    a nursery you already own should host it::
+
+        d = bulkhead.Dispatcher({1: 4, 2: 8})
+        await nursery.start(d.run)
+        ...
+        await d.finalize()
+
+    Args:
+      pools: a mapping ``{priority: workers}`` or an iterable of
+        :class:`PoolConfig`.
+      default_priority: the pool :meth:`dispatch` uses when given no priority.
+      on_error: the error policy of pools that set none: ``"raise"``,
+        ``"record"``, ``"cancel"`` or a callable ``handler(job, exc)``.
+
+    Raises:
+      TypeError, ValueError: for a malformed pool configuration or option.
+      UnknownPriority: if ``default_priority`` names no pool.
+    """
+
+    _pools: dict[int, _Pool]
+    _default_priority: int | None
+    _state: _State
+    _nursery: trio.Nursery | None
+    _epoch: int
+    _next_id: int
+    _ready: trio.Event
+    _unready: int
+    _live_workers: int
+    _workers_done: trio.Event
+    _grace_scope: trio.CancelScope | None
+
+    def __init__(
+        self,
+        pools: Mapping[int, int] | Iterable[PoolConfig],
+        *,
+        default_priority: int | None = None,
+        on_error: OnError = "raise",
+    ) -> None:
+        on_error = check_on_error(on_error)
+        configs = _pool_configs(pools)
+        self._pools = {
+            config.priority: _Pool(
+                config,
+                on_error if config.on_error is None else config.on_error,
+                self,
+                self._abort,
+            )
+            for config in configs
+        }
+        if default_priority is not None:
+            self._pool(check_priority(default_priority, "default_priority"))
+        self._default_priority = default_priority
+        self._state = "new"
+        self._nursery = None
+        self._epoch = 0
+        self._next_id = 0
+        self._ready = trio.Event()
+        self._unready = sum(config.workers for config in configs)
+        self._live_workers = self._unready
+        self._workers_done = trio.Event()
+        self._grace_scope = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the pools; use as ``await nursery.start(d.run)``.
+
+        ``nursery.start`` returns once every worker of every pool is idle and
+        ready. ``run`` itself returns once :meth:`finalize` has finished (or
+        raises, as a nursery does, if the dispatcher crashed).
+
+        Raises:
+          RuntimeError: if this dispatcher was already started or finalized.
+        """
+        async with trio.open_nursery() as nursery:
+            await self._start(nursery)
+            task_status.started()
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        if self._state != "new":
+            raise RuntimeError(
+                f"this Dispatcher is {self._state}: a Dispatcher runs once; "
+                "create a new one"
+            )
+        self._state = "open"
+        self._nursery = nursery
+        for pool in self._pools.values():
+            for index in range(pool.config.workers):
+                nursery.start_soon(
+                    self._worker,
+                    pool,
+                    name=f"bulkhead worker {pool.config.priority}#{index}",
+                )
+        await self._ready.wait()
+
+    def _worker_ready(self) -> None:
+        self._unready -= 1
+        if not self._unready:
+            self._ready.set()
+
+    async def _worker(self, pool: _Pool) -> None:
+        try:
+            await pool.work(self._worker_ready)
+        finally:
+            self._live_workers -= 1
+            if not self._live_workers:
+                self._state = "closed"
+                self._workers_done.set()
+
+    @trio.lowlevel.enable_ki_protection
+    def _close_intake(self) -> None:
+        if self._state == "open":
+            self._state = "closing"
+        for pool in self._pools.values():
+            pool.close()
+            pool.stop()
+
+    @trio.lowlevel.enable_ki_protection
+    def _abort(self) -> None:
+        """Tear everything down now: an exception left the body or a worker."""
+        self._close_intake()
+        for pool in self._pools.values():
+            pool.expire()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------- dispatch
+
+    def _pool(self, priority: int) -> _Pool:
+        try:
+            return self._pools[priority]
+        except KeyError:
+            configured = ", ".join(repr(p) for p in self._pools)
+            raise UnknownPriority(
+                f"no pool has priority {priority!r}; "
+                f"configured priorities: {configured}"
+            ) from None
+
+    def _new_job(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        priority: int | None,
+        name: str | None,
+        timeout: float | None,
+        retry: Retry | None,
+    ) -> tuple[_Pool, Job]:
+        if priority is None:
+            if self._default_priority is None:
+                raise TypeError(
+                    "no priority given and this dispatcher has no default_priority: "
+                    "pass priority=... or open the dispatcher with default_priority=..."
+                )
+            priority = self._default_priority
+        elif not isinstance(priority, int) or isinstance(priority, bool):
+            check_priority(priority)
+        pool = self._pool(priority)
+        _check_function(fn, pool.config.kind)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        timeout = (
+            pool.config.timeout
+            if timeout is None
+            else check_seconds(timeout, "timeout")
+        )
+        if timeout == math.inf:
+            timeout = None
+        if retry is None:
+            retry = pool.config.retry
+        elif not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a bulkhead.Retry or None, got {retry!r}")
+        if self._state == "new":
+            raise RuntimeError(
+                "this Dispatcher is not running yet: use `async with "
+                "open_dispatcher(...)` or `await nursery.start(dispatcher.run)` first"
+            )
+        self._next_id += 1
+        job = Job._create(
+            self._next_id,
+            priority,
+            fn,
+            args,
+            contextvars.copy_context() if pool.config.copy_context else None,
+            name,
+            timeout,
+            retry,
+            pool,
+        )
+        return pool, job
+
+    async def dispatch(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the job's budget, not ours
+        retry: Retry | None = None,
+    ) -> Job:
+        """Hand ``fn(*args)`` to a worker of pool ``priority``; return its :class:`Job`.
+
+        Blocks until a worker of that pool takes the job (a rendezvous) or, for
+        a pool with a ``queue``, until the queue accepts it. Blocked callers are
+        served first-in first-out. Once it returns, the job runs exactly once
+        (with its retries) or ends cancelled by :meth:`Job.cancel` or finalize.
+        Pass keyword arguments with :func:`functools.partial`.
+
+        This is a checkpoint. If it raises (cancelled, closed, bad input) the job
+        was not accepted and never runs.
+
+        .. note:: A job that dispatches into its own pool with no free worker
+           and no queue waits for itself: give that pool a ``queue``, or
+           dispatch into another pool.
+
+        Args:
+          fn: an async function for an ``"async"`` pool, a sync one for a
+            ``"thread"`` or ``"process"`` pool.
+          *args: positional arguments for ``fn``.
+          priority: the pool; defaults to the dispatcher's ``default_priority``.
+          name: a name for the job (default: the function's qualified name).
+          timeout: seconds per attempt (default: the pool's); ``math.inf`` for none.
+          retry: a :class:`Retry` policy (default: the pool's).
+
+        Returns:
+          The :class:`Job` handle; after a rendezvous it is already ``RUNNING``.
+
+        Raises:
+          DispatcherClosed: if :meth:`finalize` has begun, or begins while waiting.
+          UnknownPriority: if ``priority`` names no pool.
+          TypeError, ValueError: for bad arguments (nothing is accepted).
+          RuntimeError: if the dispatcher has not been started.
+        """
+        pool, job = self._new_job(fn, args, priority, name, timeout, retry)
+        await pool.dispatch(job)
+        return job
+
+    def dispatch_nowait(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Job:
+        """Like :meth:`dispatch`, but raises :exc:`trio.WouldBlock` instead of blocking.
+
+        Succeeds only if a worker of the pool is idle or its queue has room,
+        and never ahead of a task already blocked in :meth:`dispatch`. A
+        refusal is counted in :attr:`PoolStatistics.rejected`. Not a checkpoint.
+
+        Raises:
+          trio.WouldBlock: if no worker is idle and the queue is full (or
+            another task is waiting to dispatch into the pool).
+          DispatcherClosed, UnknownPriority, TypeError, ValueError,
+            RuntimeError: as :meth:`dispatch`.
+        """
+        pool, job = self._new_job(fn, args, priority, name, timeout, retry)
+        pool.dispatch_nowait(job)
+        return job
+
+    # -------------------------------------------------------------- barrier
+
+    def _covered_pools(self, priority: int | None) -> list[_Pool]:
+        if priority is None:
+            return list(self._pools.values())
+        return [self._pool(check_priority(priority))]
+
+    def _refuse_self_wait(self, what: str, pools: list[_Pool]) -> None:
+        running = RUNNING_JOB.get()
+        if running is None or running[0] is not self:
+            return
+        if any(pool.config.priority == running[1] for pool in pools):
+            raise RuntimeError(
+                f"{what}() called from inside a job of pool {running[1]!r} of the "
+                f"same dispatcher would wait for that job itself; call {what}() "
+                "from the task that dispatched the jobs instead"
+            )
+
+    async def barrier(self, priority: int | None = None) -> BatchReport:
+        """Wait until every job accepted before this call has ended.
+
+        Covers all pools, or only pool ``priority``. Jobs accepted while it
+        waits belong to the next batch, so a barrier never starves under
+        continuous dispatch. Several tasks may wait on barriers at once; the
+        first covering barrier (or finalize) to complete reports each job.
+
+        This is a checkpoint. Cancelling it affects no job and claims nothing:
+        its jobs are reported by the next covering barrier.
+
+        Returns:
+          The :class:`BatchReport` of the jobs it reports.
+
+        Raises:
+          JobsFailed: under ``on_error="raise"``, with the failures of the
+            batch; pools keep running either way.
+          UnknownPriority: if ``priority`` names no pool.
+          RuntimeError: if called from inside a job that it would wait for.
+        """
+        pools = self._covered_pools(priority)
+        self._refuse_self_wait("barrier", pools)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        started = trio.current_time()
+        cutoff = self._next_epoch()
+        for pool in pools:
+            for batch in pool.pending_batches(cutoff):
+                await batch.drained().wait()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return self._report(pools, cutoff, started)
+
+    def _next_epoch(self) -> int:
+        cutoff = self._epoch
+        self._epoch += 1
+        for pool in self._pools.values():
+            pool.epoch = self._epoch
+        return cutoff
+
+    def _report(
+        self, pools: list[_Pool], cutoff: int | None, started: float
+    ) -> BatchReport:
+        batches: list[_Batch] = []
+        for pool in pools:
+            batches.extend(pool.claim(cutoff))
+        report = BatchReport(
+            jobs=sum(b.succeeded + b.failed + b.cancelled for b in batches),
+            succeeded=sum(b.succeeded for b in batches),
+            failed=sum(b.failed for b in batches),
+            cancelled=sum(b.cancelled for b in batches),
+            elapsed=trio.current_time() - started,
+        )
+        failures = [exc for b in batches for exc in b.failures]
+        if failures:
+            raise JobsFailed(
+                f"{len(failures)} of {report.jobs} jobs failed", failures, report
+            )
+        return report
+
+    # ------------------------------------------------------------- finalize
+
+    async def finalize(self, grace_period: float | None = None) -> None:
+        """Stop intake, let accepted jobs finish, then stop every worker.
+
+        Dispatching raises :exc:`DispatcherClosed` from the moment this is
+        called, in blocked dispatchers too. Running and queued jobs finish;
+        with a ``grace_period``, those still running or queued when it
+        expires end cancelled. Idempotent: concurrent and later callers all
+        return once teardown is complete, and a shorter grace period from a
+        later caller wins. Leaving ``async with open_dispatcher(...)``
+        normally calls it.
+
+        This is a checkpoint. A cancelled caller leaves; the teardown it
+        started goes on.
+
+        Args:
+          grace_period: seconds to wait before cancelling what is left;
+            ``None`` waits for ever.
+
+        Raises:
+          JobsFailed: under ``on_error="raise"``, for failures no barrier has
+            reported yet.
+          RuntimeError: if called from inside one of the dispatcher's jobs.
+        """
+        grace_period = check_seconds(grace_period, "grace_period")
+        self._refuse_self_wait("finalize", list(self._pools.values()))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        started = trio.current_time()
+        if self._state == "new":
+            self._state = "closed"
+            self._close_intake()
+            self._workers_done.set()
+        self._begin_teardown(grace_period)
+        await self._workers_done.wait()
+        self._report(list(self._pools.values()), None, started)
+
+    @trio.lowlevel.enable_ki_protection
+    def _begin_teardown(self, grace_period: float | None) -> None:
+        self._close_intake()
+        if grace_period is None or self._workers_done.is_set():
+            return
+        deadline = trio.current_time() + grace_period
+        if self._grace_scope is None:
+            self._grace_scope = trio.CancelScope(deadline=deadline)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._expire_at_deadline, self._grace_scope)
+        else:
+            self._grace_scope.deadline = min(self._grace_scope.deadline, deadline)
+
+    async def _expire_at_deadline(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._workers_done.wait()
+        if scope.cancelled_caught:
+            for pool in self._pools.values():
+                pool.expire()
+
+    # ----------------------------------------------------------- statistics
+
+    def statistics(self) -> DispatcherStatistics:
+        """Return a :class:`DispatcherStatistics` snapshot (also after finalize)."""
+        pools = {priority: pool.statistics() for priority, pool in self._pools.items()}
+        return DispatcherStatistics(
+            pools=MappingProxyType(pools),
+            total=PoolStatistics._sum(pools.values()),
+            closed=self._state in ("closing", "closed"),
+        )
+
+    def __repr__(self) -> str:
+        pools = "; ".join(pool.describe() for pool in self._pools.values())
+        return f"<bulkhead.Dispatcher {self._state} at {id(self):#x}, pools {pools}>"
+
+
+def _check_function(fn: object, kind: str) -> None:
+    if inspect.iscoroutine(fn):
+        fn.close()
+        raise TypeError(
+            f"dispatch() got a coroutine object {fn!r} instead of a function: "
+            "did you mean dispatch(f, x) instead of dispatch(f(x))?"
+        )
+    if not callable(fn):
+        raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
+    if kind == "async":
+        if not _is_async_callable(fn):
+            raise TypeError(
+                f"{fn!r} is not an async function, but this is an async pool: "
+                "make it `async def`, or dispatch it to a "
+                'PoolConfig(kind="thread") pool'
+            )
+    elif _is_async_callable(fn):
+        raise TypeError(
+            f"{fn!r} is an async function, but this is a {kind} pool that calls "
+            "sync functions: dispatch it to an async pool"
+        )
+
+
+@asynccontextmanager
+async def open_dispatcher(
+    pools: Mapping[int, int] | Iterable[PoolConfig],
+    *,
+    default_priority: int | None = None,
+    on_error: OnError = "raise",
+) -> AsyncIterator[Dispatcher]:
+    """Open a :class:`Dispatcher` whose pools live in a nursery of their own.
+
+    Entering returns once every worker is idle and ready, so a
+    :meth:`~Dispatcher.dispatch_nowait` right after it succeeds. Leaving the
+    block normally calls :meth:`~Dispatcher.finalize` (so it waits for the
+    accepted jobs, and raises :exc:`JobsFailed` as is for unreported
+    failures); leaving with an exception cancels every job and propagates it
+    inside an :exc:`ExceptionGroup`, as a nursery does.
+
+    Example::
+
+        async with bulkhead.open_dispatcher({Priority.HIGH: 4, Priority.LOW: 1}) as d:
+            for item in items:
+                await d.dispatch(process, item, priority=Priority.HIGH)
+            report = await d.barrier()
+
+    Args: as :class:`Dispatcher`.
+    """
+    dispatcher = Dispatcher(pools, default_priority=default_priority, on_error=on_error)
+    failure: JobsFailed | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            await dispatcher._start(nursery)
+            yield dispatcher
+            try:
+                await dispatcher.finalize()
+            except JobsFailed as exc:
+                failure = exc
+        except BaseException:
+            dispatcher._abort()
+            raise
+    if failure is not None:
+        raise failure

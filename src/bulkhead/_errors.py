@@ -1,0 +1,77 @@
+"""Exceptions raised by bulkhead."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from ._stats import BatchReport
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import ExceptionGroup
+
+
+class DispatcherClosed(trio.ClosedResourceError):
+    """Raised by dispatching once :meth:`Dispatcher.finalize` has begun.
+
+    It is a :exc:`trio.ClosedResourceError`, so code that already handles closed
+    channels handles a closed dispatcher too. Tasks blocked in
+    :meth:`Dispatcher.dispatch` when intake stops get it as well; their jobs
+    were not accepted and never run.
+    """
+
+
+class UnknownPriority(KeyError):
+    """Raised when a priority names no configured pool.
+
+    It is a :exc:`KeyError`; its message lists the configured priorities.
+    """
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would quote the whole message like a key.
+        return str(self.args[0]) if self.args else ""
+
+
+class JobCancelled(Exception):
+    """The error of a job that ended cancelled.
+
+    A cancelled job's :attr:`Job.outcome` is ``outcome.Error(JobCancelled(...))``
+    and :meth:`Job.wait` raises it. A job ends cancelled when
+    :meth:`Job.cancel` is called, when a finalize grace period expires, or when
+    the dispatcher is torn down by an exception.
+    """
+
+
+class JobsFailed(ExceptionGroup[Exception]):
+    """The failures of one batch, raised by a barrier or finalize.
+
+    An :exc:`ExceptionGroup` of the jobs' own exceptions, raised under
+    ``on_error="raise"`` by the first :meth:`Dispatcher.barrier` or
+    :meth:`Dispatcher.finalize` to complete that covers the failed jobs; each
+    failure is raised once. Catch it with ``except* SomeError`` or as a whole.
+    """
+
+    report: BatchReport
+    """The :class:`BatchReport` of the batch the failures belong to."""
+
+    def __new__(
+        cls, message: str, exceptions: Sequence[Exception], report: BatchReport
+    ) -> JobsFailed:
+        self = super().__new__(cls, message, exceptions)
+        self.report = report
+        return self
+
+    def __init__(
+        self, message: str, exceptions: Sequence[Exception], report: BatchReport
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    def derive(self, excs: Sequence[Exception]) -> JobsFailed:  # type: ignore[override]
+        # Keeps the type and the report through except* and split().
+        return JobsFailed(self.message, excs, self.report)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JobsFailed, (self.message, list(self.exceptions), self.report))

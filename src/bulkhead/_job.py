@@ -1,0 +1,161 @@
+"""The job handle returned by dispatching, and its states."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
+
+import attrs
+import trio
+from outcome import Error, Value
+
+from ._errors import JobCancelled
+
+if TYPE_CHECKING:
+    from ._policy import Retry
+    from ._stats import _Batch
+
+_T = TypeVar("_T")
+
+
+class _NoPublicConstructor(type):
+    """Metaclass for classes only bulkhead creates (trio's NoPublicConstructor)."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> Any:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor; "
+            "jobs are created by Dispatcher.dispatch() and dispatch_nowait()"
+        )
+
+    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+
+@final
+class JobState(enum.Enum):
+    """Where a job is in its life. The last three states are terminal."""
+
+    QUEUED = "queued"
+    """Accepted, waiting in the pool's queue for a worker."""
+    RUNNING = "running"
+    """Handed to a worker (possibly between retry attempts)."""
+    SUCCEEDED = "succeeded"
+    """Returned a value."""
+    FAILED = "failed"
+    """Raised an exception after its last attempt."""
+    CANCELLED = "cancelled"
+    """Cancelled before it finished; it never started if it was still queued."""
+
+
+class _JobOwner(Protocol):
+    def _withdraw(self, job: Job) -> None: ...
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Job(metaclass=_NoPublicConstructor):
+    """A handle on one accepted job, returned by :meth:`Dispatcher.dispatch`.
+
+    The dispatcher keeps no reference to a finished job: drop the handle and
+    the job is gone, so memory stays flat however many jobs run.
+
+    Example::
+
+        job = await d.dispatch(fetch, url, priority=Priority.HIGH)
+        ...
+        body = await job.wait()   # the value, or the job's exception
+    """
+
+    id: int
+    """Unique, increasing with dispatch order within the process."""
+    priority: int
+    """The priority of the pool that runs the job."""
+    _fn: Callable[..., Any]
+    _args: tuple[Any, ...] | None
+    _context: contextvars.Context | None
+    _name: str | None
+    _timeout: float | None
+    _retry: Retry | None
+    _owner: _JobOwner
+    state: JobState = JobState.QUEUED
+    """The current :class:`JobState`."""
+    attempts: int = 0
+    """Attempts begun so far (1 once running; more when retried)."""
+    outcome: Value[Any] | Error | None = None
+    """``None`` until the job ends, then an :class:`outcome.Value` or
+    :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""
+    _batch: _Batch | None = None
+    _done: trio.Event | None = None
+    _scope: trio.CancelScope | None = None
+    _cancel_requested: bool = False
+    _thread_done: trio.Event | None = None
+
+    @property
+    def name(self) -> str:
+        """The name given to dispatch, else the function's qualified name."""
+        if self._name is not None:
+            return self._name
+        return getattr(self._fn, "__qualname__", None) or repr(self._fn)
+
+    async def wait(self) -> Any:
+        """Wait until the job has ended, then return its value or raise its error.
+
+        Can be called any number of times, from any number of tasks; the
+        stored outcome is never consumed.
+
+        This is a checkpoint. Cancelling it affects the caller only, never the job.
+
+        Returns:
+          The value the job's function returned.
+
+        Raises:
+          JobCancelled: if the job ended cancelled.
+          Exception: whatever the job's last attempt raised.
+        """
+        if self.outcome is None:
+            if self._done is None:
+                self._done = trio.Event()
+            await self._done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self.outcome is not None
+        if isinstance(self.outcome, Error):
+            raise self.outcome.error
+        return self.outcome.value
+
+    @trio.lowlevel.enable_ki_protection
+    def cancel(self) -> None:
+        """Cancel this job alone; other jobs and the pool are unaffected.
+
+        A queued job is withdrawn and never starts. A running async job gets
+        :exc:`trio.Cancelled` at its next checkpoint; its worker is free again
+        once the job has really stopped. A running thread or process job cannot
+        be interrupted: it is abandoned, ends ``CANCELLED`` at once, and keeps
+        its worker until it returns. Cancelling an ended job does nothing.
+
+        Not a checkpoint; never raises.
+        """
+        if self.state is JobState.QUEUED:
+            self._owner._withdraw(self)
+        elif self.state is JobState.RUNNING:
+            self._cancel_requested = True
+            if self._scope is not None:
+                self._scope.cancel()
+
+    def _end(self, state: JobState, result: Value[Any] | Error) -> None:
+        self.state = state
+        self.outcome = result
+        self._args = self._context = self._scope = self._batch = None
+        if self._done is not None:
+            self._done.set()
+
+    def _cancelled_error(self) -> JobCancelled:
+        return JobCancelled(f"job #{self.id} ({self.name}) was cancelled")
+
+    def __repr__(self) -> str:
+        return (
+            f"<bulkhead.Job #{self.id} {self.name!r} priority={self.priority} "
+            f"{self.state.name} attempts={self.attempts} at {id(self):#x}>"
+        )

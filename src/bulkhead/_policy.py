@@ -1,0 +1,210 @@
+"""Configuration values: priorities, pools, retries and error policies.
+
+Everything here is a frozen attrs value validated once, when it is built; the
+dispatcher never re-checks it per job.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import math
+import random
+from collections.abc import Callable
+from typing import Any, Literal, TypeAlias, final
+
+import attrs
+
+from ._job import Job
+
+ErrorHandler: TypeAlias = Callable[[Job, Exception], object]
+OnError: TypeAlias = Literal["raise", "record", "cancel"] | ErrorHandler
+Kind: TypeAlias = Literal["async", "thread", "process"]
+
+_POLICIES = ("raise", "record", "cancel")
+_KINDS = ("async", "thread", "process")
+
+
+class Priority(enum.IntEnum):
+    """Four ready-made priority levels. Any ``int`` works as a priority too."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    URGENT = 4
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_priority(value: object, what: str = "priority") -> int:
+    """Return ``value`` if it is a valid priority, else raise ``TypeError``."""
+    if not _is_count(value):
+        raise TypeError(
+            f"{what} must be an int (or an IntEnum such as Priority.HIGH), "
+            f"got {value!r}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def check_seconds(value: object, what: str) -> float | None:
+    """Validate an optional non-negative number of seconds."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{what} must be a number of seconds or None, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what} must be >= 0 seconds (or None), got {value!r}")
+    return float(value)
+
+
+def check_on_error(value: object, what: str = "on_error") -> OnError:
+    """Validate an error policy: one of the three names or a sync callable."""
+    expected = f'{what} must be "raise", "record", "cancel" or a callable '
+    if isinstance(value, str):
+        if value not in _POLICIES:
+            raise ValueError(f"{expected}handler(job, exc), got {value!r}")
+        return value  # type: ignore[return-value]
+    if not callable(value):
+        raise TypeError(f"{expected}handler(job, exc), got {value!r}")
+    if inspect.iscoroutinefunction(value):
+        raise TypeError(
+            f"{what} handler must be a synchronous function handler(job, exc), "
+            f"got the async function {value!r}; record the failure and "
+            "dispatch the async follow-up as a job instead"
+        )
+    return value
+
+
+def _validate_count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not _is_count(value):
+            raise TypeError(f"{attribute.name} must be an int, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{attribute.name} must be >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _validate_seconds(
+    instance: Any, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    check_seconds(value, attribute.name)
+
+
+def _validate_priority(
+    instance: Any, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    check_priority(value, attribute.name)
+
+
+def _validate_on(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    classes = value if isinstance(value, tuple) else (value,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, Exception)):
+            raise TypeError(
+                "on must be an Exception subclass or a tuple of them "
+                f"(cancellation is never retried), got {value!r}"
+            )
+
+
+@final
+@attrs.frozen
+class Retry:
+    """How a failed job is retried: ``attempts`` in all, with exponential backoff.
+
+    The delay before retry ``k`` (``k = 1`` after the first attempt failed) is
+    ``min(backoff * 2**(k-1), max_backoff)`` seconds; with ``jitter`` it is
+    drawn uniformly from ``[delay/2, delay]``. The worker stays busy while it
+    backs off, so the bulkhead bounds retries too. :exc:`trio.Cancelled` is
+    never retried; :exc:`trio.TooSlowError` from a job timeout is, under the
+    default ``on``.
+
+    Example::
+
+        Retry(attempts=5, backoff=0.2, on=(ConnectionError, trio.TooSlowError))
+    """
+
+    attempts: int = attrs.field(default=3, validator=_validate_count(1))
+    """Total attempts, the first one included (1 means no retry)."""
+    backoff: float = attrs.field(default=0.1, validator=_validate_seconds)
+    """Delay in seconds before the first retry; doubles for each further one."""
+    max_backoff: float = attrs.field(default=10.0, validator=_validate_seconds)
+    """Upper bound of the delay in seconds."""
+    jitter: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
+    """Draw each delay uniformly from ``[delay/2, delay]`` to spread retries."""
+    on: type[Exception] | tuple[type[Exception], ...] = attrs.field(
+        default=(Exception,), validator=_validate_on
+    )
+    """Exception classes that are retried; others fail the job at once."""
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        delay = min(self.backoff * 2 ** (retry - 1), self.max_backoff)
+        return random.uniform(delay / 2, delay) if self.jitter else delay
+
+
+def _validate_kind(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in _KINDS:
+        raise ValueError(f'kind must be "async", "thread" or "process", got {value!r}')
+
+
+def _validate_retry(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, Retry):
+        raise TypeError(f"retry must be a bulkhead.Retry or None, got {value!r}")
+
+
+def _validate_on_error(
+    instance: Any, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None:
+        check_on_error(value)
+
+
+@final
+@attrs.frozen
+class PoolConfig:
+    """The configuration of one pool (one bulkhead).
+
+    Options left at ``None`` take the dispatcher's defaults.
+
+    Example::
+
+        pools = [
+            PoolConfig(Priority.HIGH, 8),
+            PoolConfig(Priority.LOW, 2, queue=100, timeout=5.0, on_error="record"),
+            PoolConfig(0, 4, kind="thread"),
+        ]
+    """
+
+    priority: int = attrs.field(validator=_validate_priority)
+    """The ``int`` that names the pool in :meth:`Dispatcher.dispatch`."""
+    workers: int = attrs.field(validator=_validate_count(1))
+    """How many jobs the pool runs at once."""
+    queue: int = attrs.field(default=0, kw_only=True, validator=_validate_count(0))
+    """Accepted jobs that may wait for a worker; 0 makes dispatch a rendezvous."""
+    kind: Kind = attrs.field(default="async", kw_only=True, validator=_validate_kind)
+    """``"async"`` (async functions in worker tasks), ``"thread"`` (sync functions
+    in the pool's own threads) or ``"process"`` (sync functions in the pool's
+    own worker processes, needs ``bulkhead[process]``)."""
+    timeout: float | None = attrs.field(
+        default=None, kw_only=True, validator=_validate_seconds
+    )
+    """Default per-attempt timeout in seconds of the pool's jobs."""
+    retry: Retry | None = attrs.field(
+        default=None, kw_only=True, validator=_validate_retry
+    )
+    """Default :class:`Retry` policy of the pool's jobs."""
+    on_error: OnError | None = attrs.field(
+        default=None, kw_only=True, validator=_validate_on_error
+    )
+    """The pool's error policy; ``None`` takes the dispatcher's ``on_error``."""
+    copy_context: bool = attrs.field(
+        default=True, kw_only=True, validator=attrs.validators.instance_of(bool)
+    )
+    """Run each job in a copy of the dispatching task's context (as
+    ``nursery.start_soon`` does). ``False`` runs jobs in the workers' own
+    context, a little faster, and context variables do not follow the job."""

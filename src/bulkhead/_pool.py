@@ -1,0 +1,448 @@
+"""One bulkhead: a fixed set of workers, the hand-off to them, and the queue.
+
+Design
+------
+This is the only module that touches trio's low-level scheduling
+(``wait_task_rescheduled`` / ``reschedule``), as ``ParkingLot`` is for trio.
+A memory channel of size ``queue`` would give rendezvous, FIFO order and
+cancellation atomicity, but it cannot withdraw a queued job that
+:meth:`Job.cancel` cancels, and every job would cost two channel operations.
+Instead the pool hands a job straight to a parked worker:
+
+* idle workers park on ``_idle`` (a stack: the most recently idle worker is the
+  warmest); a dispatch pops one and reschedules it *with the job*;
+* accepted jobs that found no idle worker wait in ``_queue`` (bounded by
+  ``PoolConfig.queue``);
+* dispatchers that found neither park in ``_dispatchers``, an insertion-ordered
+  dict keyed by task, carrying their job in the registration itself.
+
+Every transition happens in one synchronous block: whoever frees a worker or a
+queue slot completes the head waiter's operation *for* it (accepts its job,
+marks it running, counts it) before rescheduling it. A woken dispatcher's job
+is accepted; an aborted one's never was. Fairness follows: a freed worker or
+slot goes to the head waiter, and ``dispatch_nowait`` refuses while anyone is
+parked, so it never barges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, TypeAlias
+
+import attrs
+import outcome
+import trio
+from outcome import Error, Value
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+
+from ._errors import DispatcherClosed
+from ._job import Job, JobState
+from ._policy import OnError, PoolConfig, Retry
+from ._stats import PoolStatistics, _Batch
+
+Outcome: TypeAlias = Value[Any] | Error
+"""How an attempt or a job ended (``outcome.Outcome`` is not a union mypy narrows)."""
+
+RUNNING_JOB: contextvars.ContextVar[tuple[object, int] | None] = contextvars.ContextVar(
+    "bulkhead_running_job", default=None
+)
+"""(dispatcher, priority) of the job running in this context, to catch self-waits."""
+
+
+@types.coroutine
+def _in_context(
+    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
+) -> Generator[Any, Any, Any]:
+    """Drive ``coro`` one step at a time inside ``context``.
+
+    trio runs a task's coroutine in the task's own context; stepping the job's
+    coroutine through ``context.run`` gives it the dispatcher's context without
+    the cost of a task per job. Every trap the job yields passes through
+    unchanged, so trio sees an ordinary coroutine.
+    """
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                trap = context.run(coro.send, send)
+            else:
+                trap = context.run(coro.throw, error)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            send = yield trap
+            error = None
+        except BaseException as exc:  # delivered into the job, not swallowed
+            send, error = None, exc
+
+
+@attrs.define(eq=False, repr=False)
+class _Pool:
+    """One bulkhead of a dispatcher (private; statistics are its public face)."""
+
+    config: PoolConfig
+    on_error: OnError
+    owner: object
+    """The dispatcher, used to recognise its own jobs (RUNNING_JOB)."""
+    on_crash: Callable[[], None]
+    """Called when a worker dies of an exception: the whole dispatcher aborts."""
+    epoch: int = 0
+    """Barrier epoch that newly accepted jobs belong to."""
+    closed: bool = False
+    _stopping: bool = False
+    _expired: bool = False
+    _idle: list[Task] = attrs.field(factory=list)
+    _queue: deque[Job] = attrs.field(factory=deque)
+    _dispatchers: dict[Task, Job] = attrs.field(factory=dict)
+    _running: set[Job] = attrs.field(factory=set)
+    _batches: dict[int, _Batch] = attrs.field(factory=dict)
+    _abandon_scopes: set[trio.CancelScope] = attrs.field(factory=set)
+    _limiter: trio.CapacityLimiter | None = None
+    _abandoned: int = 0
+    _submitted: int = 0
+    _started: int = 0
+    _succeeded: int = 0
+    _failed: int = 0
+    _cancelled: int = 0
+    _retried: int = 0
+    _timed_out: int = 0
+    _rejected: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.config.kind == "thread":
+            # Its own limiter: trio's default one is shared by the whole program.
+            self._limiter = trio.CapacityLimiter(self.config.workers)
+
+    # ----------------------------------------------------------------- intake
+
+    @trio.lowlevel.enable_ki_protection
+    def dispatch_nowait(self, job: Job) -> None:
+        """Accept ``job`` without blocking, or raise ``trio.WouldBlock``."""
+        if not self._try_accept(job):
+            self._rejected += 1
+            raise trio.WouldBlock
+        return
+
+    async def dispatch(self, job: Job) -> None:
+        """Accept ``job``, parking the caller until a worker or queue slot is free.
+
+        Atomic under cancellation: if this raises, the job was not accepted.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._try_accept(job):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        task = current_task()
+        self._dispatchers[task] = job
+
+        def abort(_: Any) -> Abort:
+            del self._dispatchers[task]
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    @trio.lowlevel.enable_ki_protection
+    def _try_accept(self, job: Job) -> bool:
+        if self.closed:
+            raise DispatcherClosed("the dispatcher is finalizing: intake has stopped")
+        if self._dispatchers:
+            return False
+        if self._idle:
+            self._accept(job)
+            self._start(job)
+            reschedule(self._idle.pop(), outcome.Value(job))
+            return True
+        if len(self._queue) < self.config.queue:
+            self._accept(job)
+            self._queue.append(job)
+            return True
+        return False
+
+    def _accept(self, job: Job) -> None:
+        self._submitted += 1
+        batch = self._batches.get(self.epoch)
+        if batch is None:
+            batch = self._batches[self.epoch] = _Batch()
+        batch.pending += 1
+        job._batch = batch
+
+    def _start(self, job: Job) -> None:
+        job.state = JobState.RUNNING
+        self._started += 1
+        self._running.add(job)
+
+    @trio.lowlevel.enable_ki_protection
+    def _take_nowait(self) -> Job | None:
+        """The next job for a free worker: queue first, then a parked dispatcher."""
+        if self._queue:
+            job = self._queue.popleft()
+            self._admit_head_dispatcher()
+        elif self._dispatchers:
+            task = next(iter(self._dispatchers))
+            job = self._dispatchers.pop(task)
+            self._accept(job)
+            reschedule(task)
+        else:
+            return None
+        self._start(job)
+        return job
+
+    def _admit_head_dispatcher(self) -> None:
+        """A queue slot was freed: it goes to the head parked dispatcher."""
+        if self._dispatchers:
+            task = next(iter(self._dispatchers))
+            job = self._dispatchers.pop(task)
+            self._accept(job)
+            self._queue.append(job)
+            reschedule(task)
+
+    @trio.lowlevel.enable_ki_protection
+    def _withdraw(self, job: Job) -> None:
+        """Cancel a queued job: it never starts, and its slot is passed on."""
+        self._queue.remove(job)
+        self._end(job, None)
+        self._admit_head_dispatcher()
+
+    # --------------------------------------------------------------- shutdown
+
+    @trio.lowlevel.enable_ki_protection
+    def close(self) -> None:
+        """Stop intake: every parked dispatcher gets DispatcherClosed. Idempotent."""
+        self.closed = True
+        waiting, self._dispatchers = self._dispatchers, {}
+        for task in waiting:
+            reschedule(
+                task,
+                outcome.Error(
+                    DispatcherClosed("the dispatcher is finalizing: intake has stopped")
+                ),
+            )
+
+    @trio.lowlevel.enable_ki_protection
+    def stop(self) -> None:
+        """Let workers exit once the queue is drained; idle ones exit now."""
+        self._stopping = True
+        idle, self._idle = self._idle, []
+        for task in idle:
+            reschedule(task, outcome.Value(None))
+
+    @trio.lowlevel.enable_ki_protection
+    def expire(self) -> None:
+        """Grace period over: cancel every queued and running job, stop waiting
+        for abandoned threads."""
+        self._expired = True
+        while self._queue:
+            self._end(self._queue.popleft(), None)
+        for job in list(self._running):
+            job.cancel()
+        for scope in self._abandon_scopes:
+            scope.cancel()
+
+    # ---------------------------------------------------------------- workers
+
+    async def work(self, ready: Callable[[], None]) -> None:
+        """A worker: take jobs one after another until the pool stops."""
+        task = current_task()
+        RUNNING_JOB.set((self.owner, self.config.priority))
+        ready()
+        try:
+            while True:
+                job = self._take_nowait()
+                if job is None:
+                    if self._stopping:
+                        return
+                    job = await self._park(task)
+                    if job is None:
+                        return
+                await self._execute(job)
+                if job._thread_done is not None:
+                    await self._hold_for_abandoned(job._thread_done)
+        except BaseException:
+            self.on_crash()
+            raise
+
+    async def _park(self, task: Task) -> Job | None:
+        self._idle.append(task)
+
+        def abort(_: Any) -> Abort:
+            self._idle.remove(task)
+            return Abort.SUCCEEDED
+
+        job: Job | None = await wait_task_rescheduled(abort)
+        return job
+
+    async def _hold_for_abandoned(self, thread_done: trio.Event) -> None:
+        """Keep this worker's slot until an abandoned thread really returns."""
+        if thread_done.is_set() or self._expired:
+            return
+        self._abandoned += 1
+        with trio.CancelScope() as scope:
+            self._abandon_scopes.add(scope)
+            try:
+                await thread_done.wait()
+            finally:
+                self._abandon_scopes.discard(scope)
+                self._abandoned -= 1
+
+    async def _execute(self, job: Job) -> None:
+        try:
+            result = await self._attempts(job)
+        except BaseException:
+            self._end(job, None)
+            raise
+        self._end(job, result)
+
+    async def _attempts(self, job: Job) -> Outcome | None:
+        """Run the job's attempts; ``None`` means it was cancelled."""
+        if job._cancel_requested:
+            return None
+        if job._context is not None:
+            job._context.run(RUNNING_JOB.set, (self.owner, self.config.priority))
+        with trio.CancelScope() as job._scope:
+            retry = job._retry
+            while True:
+                job.attempts += 1
+                result = await self._attempt(job)
+                if (
+                    isinstance(result, outcome.Value)
+                    or retry is None
+                    or job.attempts >= retry.attempts
+                    or not isinstance(result.error, retry.on)
+                ):
+                    return result
+                await self._before_retry(job, retry)
+        return None
+
+    async def _attempt(self, job: Job) -> Outcome:
+        timeout = job._timeout
+        try:
+            if timeout is None:
+                return outcome.Value(await self._call(job))
+            with trio.fail_after(timeout) as deadline:
+                return outcome.Value(await self._call(job))
+        except Exception as exc:
+            if timeout is not None and deadline.cancelled_caught:
+                self._timed_out += 1
+            return outcome.Error(exc)
+
+    async def _before_retry(self, job: Job, retry: Retry) -> None:
+        self._retried += 1
+        if job._thread_done is not None:
+            # The timed-out thread still runs: never two attempts at once.
+            await job._thread_done.wait()
+            job._thread_done = None
+        await trio.sleep(retry.delay(job.attempts))
+
+    async def _call(self, job: Job) -> Any:
+        assert job._args is not None
+        if self.config.kind == "thread":
+            return await self._call_in_thread(job)
+        context = job._context
+        if context is None:
+            return await job._fn(*job._args)
+        coro = context.run(job._fn, *job._args)
+        if not inspect.iscoroutine(coro):
+            raise TypeError(
+                f"{job.name} returned {coro!r}, not a coroutine: an async pool "
+                "runs async functions; use a thread pool for sync ones"
+            )
+        return await _in_context(context, coro)
+
+    async def _call_in_thread(self, job: Job) -> Any:
+        fn, args, context = job._fn, job._args, job._context
+        assert args is not None
+        token = trio.lowlevel.current_trio_token()
+        returned = trio.Event()
+
+        def in_thread() -> Any:
+            try:
+                return fn(*args) if context is None else context.run(fn, *args)
+            finally:
+                with contextlib.suppress(trio.RunFinishedError):  # run already over
+                    token.run_sync_soon(returned.set)
+
+        try:
+            return await trio.to_thread.run_sync(
+                in_thread, limiter=self._limiter, abandon_on_cancel=True
+            )
+        finally:
+            if not returned.is_set():
+                job._thread_done = returned
+
+    # ------------------------------------------------------------- accounting
+
+    def _end(self, job: Job, result: Outcome | None) -> None:
+        """Record how ``job`` ended; under "cancel" or a handler this may raise."""
+        self._running.discard(job)
+        batch = job._batch
+        assert batch is not None
+        if result is None:
+            self._cancelled += 1
+            batch.cancelled += 1
+            job._end(JobState.CANCELLED, outcome.Error(job._cancelled_error()))
+        elif isinstance(result, outcome.Value):
+            self._succeeded += 1
+            batch.succeeded += 1
+            job._end(JobState.SUCCEEDED, result)
+        else:
+            self._failed += 1
+            batch.failed += 1
+            job._end(JobState.FAILED, result)
+            batch.job_ended()
+            self._on_failure(job, batch, result.error)
+            return
+        batch.job_ended()
+
+    def _on_failure(self, job: Job, batch: _Batch, error: BaseException) -> None:
+        assert isinstance(error, Exception)  # only Exceptions become failures
+        if self.on_error == "raise":
+            batch.failures.append(error)
+        elif self.on_error == "cancel":
+            raise error
+        elif callable(self.on_error):
+            self.on_error(job, error)
+
+    def claim(self, up_to: int | None) -> list[_Batch]:
+        """Remove and return the batches of epochs ``<= up_to`` (all if None)."""
+        return [
+            self._batches.pop(epoch)
+            for epoch in list(self._batches)
+            if up_to is None or epoch <= up_to
+        ]
+
+    def pending_batches(self, up_to: int) -> list[_Batch]:
+        return [
+            batch
+            for epoch, batch in self._batches.items()
+            if epoch <= up_to and batch.pending
+        ]
+
+    def statistics(self) -> PoolStatistics:
+        return PoolStatistics(
+            workers=self.config.workers,
+            busy=len(self._running),
+            idle=len(self._idle),
+            abandoned=self._abandoned,
+            queued=len(self._queue),
+            waiting_dispatchers=len(self._dispatchers),
+            submitted=self._submitted,
+            started=self._started,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            cancelled=self._cancelled,
+            retried=self._retried,
+            timed_out=self._timed_out,
+            rejected=self._rejected,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.config.priority}: {len(self._running)}/{self.config.workers} busy, "
+            f"{len(self._queue)} queued, {len(self._dispatchers)} waiting"
+        )

@@ -1,0 +1,127 @@
+"""Statistics snapshots and batch reports.
+
+Everything here is a frozen value built on demand from live counters, the way
+trio's ``*Statistics`` classes are: O(pools) to build, never cached, valid after
+the dispatcher has finished. ``_Batch`` is the one live object: the running
+tally of one barrier epoch in one pool, which a barrier turns into a
+:class:`BatchReport` once the epoch has drained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import final
+
+import attrs
+import trio
+
+
+@final
+@attrs.frozen
+class PoolStatistics:
+    """A snapshot of one pool, returned inside :class:`DispatcherStatistics`.
+
+    The gauges (``busy``, ``idle``, ``abandoned``, ``queued``,
+    ``waiting_dispatchers``) describe the moment of the snapshot; the counters
+    only grow. At every moment
+    ``submitted == queued + busy + succeeded + failed + cancelled``.
+    """
+
+    workers: int
+    """Number of workers of the pool (its bound on concurrently running jobs)."""
+    busy: int
+    """Jobs running right now (handed to a worker and not finished)."""
+    idle: int
+    """Workers parked and ready to take a job at once."""
+    abandoned: int
+    """Workers still held by a thread or process job that already ended as
+    timed out or cancelled but has not really returned yet."""
+    queued: int
+    """Accepted jobs waiting in the pool's queue for a worker."""
+    waiting_dispatchers: int
+    """Tasks blocked in :meth:`Dispatcher.dispatch` on this pool."""
+    submitted: int
+    """Jobs accepted by the pool."""
+    started: int
+    """Jobs handed to a worker (their first attempt began)."""
+    succeeded: int
+    """Jobs that returned a value."""
+    failed: int
+    """Jobs that raised an exception (after their last attempt)."""
+    cancelled: int
+    """Jobs that ended cancelled, by :meth:`Job.cancel` or a finalize grace period."""
+    retried: int
+    """Attempts that failed and were retried."""
+    timed_out: int
+    """Attempts that overran their timeout."""
+    rejected: int
+    """:meth:`Dispatcher.dispatch_nowait` calls refused with :exc:`trio.WouldBlock`."""
+
+    @classmethod
+    def _sum(cls, parts: Iterable[PoolStatistics]) -> PoolStatistics:
+        fields = attrs.fields(cls)
+        totals = dict.fromkeys((f.name for f in fields), 0)
+        for part in parts:
+            for name in totals:
+                totals[name] += getattr(part, name)
+        return cls(**totals)
+
+
+@final
+@attrs.frozen
+class DispatcherStatistics:
+    """A snapshot of a whole dispatcher, returned by :meth:`Dispatcher.statistics`."""
+
+    pools: Mapping[int, PoolStatistics]
+    """Read-only mapping from priority to that pool's :class:`PoolStatistics`."""
+    total: PoolStatistics
+    """Every field summed over all pools."""
+    closed: bool
+    """Whether intake has stopped (:meth:`Dispatcher.finalize` has begun)."""
+
+
+@final
+@attrs.frozen
+class BatchReport:
+    """What one barrier (or finalize) found: the jobs of its batch and how they ended.
+
+    Each job is counted by exactly one report: the first covering barrier or
+    finalize to complete.
+    """
+
+    jobs: int
+    """Jobs of the batch (``succeeded + failed + cancelled``)."""
+    succeeded: int
+    """Jobs of the batch that returned a value."""
+    failed: int
+    """Jobs of the batch that raised."""
+    cancelled: int
+    """Jobs of the batch that ended cancelled."""
+    elapsed: float
+    """Seconds (on trio's clock) the barrier waited for its batch."""
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """The jobs one pool accepted during one barrier epoch, tallied as they end."""
+
+    pending: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    failures: list[Exception] = attrs.field(factory=list)
+    """Only filled under ``on_error="raise"``; dropped once reported."""
+    _drained: trio.Event | None = None
+
+    def drained(self) -> trio.Event:
+        """An event set once ``pending`` drops to zero (created on first use)."""
+        if self._drained is None:
+            self._drained = trio.Event()
+            if not self.pending:
+                self._drained.set()
+        return self._drained
+
+    def job_ended(self) -> None:
+        self.pending -= 1
+        if not self.pending and self._drained is not None:
+            self._drained.set()
