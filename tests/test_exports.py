@@ -1,0 +1,34 @@
+"""The public surface: exactly ``__all__``, documented, and named ``bulkhead.X``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import bulkhead
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {name for name in dir(bulkhead) if not name.startswith("_")}
+    assert set(bulkhead.__all__) == public
+    assert len(bulkhead.__all__) == len(set(bulkhead.__all__))
+
+
+def test_every_public_name_is_documented_and_lives_in_bulkhead() -> None:
+    for name in bulkhead.__all__:
+        obj = getattr(bulkhead, name)
+        assert obj.__module__ == "bulkhead", name
+        assert inspect.getdoc(obj), name
+
+
+def test_public_classes_other_than_exceptions_are_final() -> None:
+    for name in bulkhead.__all__:
+        obj = getattr(bulkhead, name)
+        if inspect.isclass(obj) and not issubclass(obj, BaseException):
+            if issubclass(obj, int):  # Priority is an IntEnum, extendable by design
+                continue
+            assert getattr(obj, "__final__", False), name
+
+
+def test_package_ships_py_typed() -> None:
+    assert Path(bulkhead.__file__).with_name("py.typed").is_file()
