@@ -162,16 +162,20 @@ class Dispatcher:
         Raises:
           RuntimeError: if this dispatcher was already started or finalized.
         """
+        self._check_new()
         async with trio.open_nursery() as nursery:
             await self._start(nursery)
             task_status.started()
 
-    async def _start(self, nursery: trio.Nursery) -> None:
+    def _check_new(self) -> None:
         if self._state != "new":
             raise RuntimeError(
                 f"this Dispatcher is {self._state}: a Dispatcher runs once; "
                 "create a new one"
             )
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        self._check_new()
         self._state = "open"
         self._nursery = nursery
         for pool in self._pools.values():
