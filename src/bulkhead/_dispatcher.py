@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
+import pickle
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
@@ -31,7 +32,7 @@ from ._policy import (
     check_priority,
     check_seconds,
 )
-from ._pool import RUNNING_JOB, _Pool
+from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
 
 _State = Literal["new", "open", "closing", "closed"]
@@ -135,6 +136,8 @@ class Dispatcher:
             )
             for config in configs
         }
+        if any(config.kind == "process" for config in configs):
+            import_trio_parallel()
         if default_priority is not None:
             self._pool(check_priority(default_priority, "default_priority"))
         self._default_priority = default_priority
@@ -179,6 +182,9 @@ class Dispatcher:
         self._state = "open"
         self._nursery = nursery
         for pool in self._pools.values():
+            if pool.config.kind == "process":
+                await nursery.start(self._host_processes, pool)
+        for pool in self._pools.values():
             for index in range(pool.config.workers):
                 nursery.start_soon(
                     self._worker,
@@ -186,6 +192,15 @@ class Dispatcher:
                     name=f"bulkhead worker {pool.config.priority}#{index}",
                 )
         await self._ready.wait()
+
+    async def _host_processes(
+        self, pool: _Pool, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Hold the pool's own worker processes open until every worker exits."""
+        async with import_trio_parallel().open_worker_context() as processes:
+            pool.processes = processes
+            task_status.started()
+            await self._workers_done.wait()
 
     def _worker_ready(self) -> None:
         self._unready -= 1
@@ -505,6 +520,7 @@ class Dispatcher:
 
 
 def _check_function(fn: object, kind: str) -> None:
+    """Reject what the pool could never call, before anything is accepted."""
     if inspect.iscoroutine(fn):
         fn.close()
         raise TypeError(
@@ -525,6 +541,15 @@ def _check_function(fn: object, kind: str) -> None:
             f"{fn!r} is an async function, but this is a {kind} pool that calls "
             "sync functions: dispatch it to an async pool"
         )
+    if kind == "process":
+        try:
+            pickle.dumps(fn)
+        except Exception as exc:
+            raise TypeError(
+                f"{fn!r} cannot be sent to a worker process ({exc}): a process "
+                "pool needs a picklable function, such as one defined at module "
+                "level (not a lambda or a local function)"
+            ) from None
 
 
 @asynccontextmanager

@@ -82,6 +82,17 @@ def _in_context(
             send, error = None, exc
 
 
+def import_trio_parallel() -> Any:
+    """trio_parallel, or an ImportError that names the extra to install."""
+    try:
+        import trio_parallel
+    except ImportError:
+        raise ImportError(
+            "kind=\"process\" pools need trio-parallel: pip install 'bulkhead[process]'"
+        ) from None
+    return trio_parallel
+
+
 @attrs.define(eq=False, repr=False)
 class _Pool:
     """One bulkhead of a dispatcher (private; statistics are its public face)."""
@@ -104,6 +115,8 @@ class _Pool:
     _batches: dict[int, _Batch] = attrs.field(factory=dict)
     _abandon_scopes: set[trio.CancelScope] = attrs.field(factory=set)
     _limiter: trio.CapacityLimiter | None = None
+    processes: Any = None
+    """The pool's own ``trio_parallel.WorkerContext`` (process pools only)."""
     _abandoned: int = 0
     _submitted: int = 0
     _started: int = 0
@@ -115,8 +128,8 @@ class _Pool:
     _rejected: int = 0
 
     def __attrs_post_init__(self) -> None:
-        if self.config.kind == "thread":
-            # Its own limiter: trio's default one is shared by the whole program.
+        if self.config.kind != "async":
+            # Its own limiter: the libraries' default ones are shared program-wide.
             self._limiter = trio.CapacityLimiter(self.config.workers)
 
     # ----------------------------------------------------------------- intake
@@ -343,6 +356,11 @@ class _Pool:
         assert job._args is not None
         if self.config.kind == "thread":
             return await self._call_in_thread(job)
+        if self.config.kind == "process":
+            # Killing the worker process really stops the job: no abandonment.
+            return await self.processes.run_sync(
+                job._fn, *job._args, kill_on_cancel=True, limiter=self._limiter
+            )
         context = job._context
         if context is None:
             return await job._fn(*job._args)
