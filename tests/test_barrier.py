@@ -103,8 +103,8 @@ async def test_failures_are_raised_once_by_the_first_covering_barrier() -> None:
         await d.dispatch(fail, "b", priority=1)
         await d.dispatch(sleep_then, 0, priority=1)
         with pytest.RaisesGroup(
-            pytest.RaisesExc(ValueError, match="^a$"),
-            pytest.RaisesExc(ValueError, match="^b$"),
+            pytest.RaisesExc(ValueError, match=r"^a$"),
+            pytest.RaisesExc(ValueError, match=r"^b$"),
             check=lambda group: isinstance(group, bulkhead.JobsFailed),
         ) as info:
             await d.barrier()
@@ -148,7 +148,7 @@ async def test_record_policy_counts_failures_without_raising() -> None:
         job = await d.dispatch(fail, "x", priority=1)
         report = await d.barrier()
         assert (report.jobs, report.failed) == (1, 1)
-        with pytest.raises(ValueError, match="^x$"):
+        with pytest.raises(ValueError, match=r"^x$"):
             await job.wait()
 
 

@@ -164,14 +164,14 @@ async def test_finalize_of_a_never_started_dispatcher_closes_it() -> None:
         await d.finalize()
     with pytest.raises(bulkhead.DispatcherClosed):
         d.dispatch_nowait(noop, priority=1)
-    with pytest.raises(RuntimeError, match="a Dispatcher runs once"):
+    with pytest.raises(RuntimeError, match=r"a Dispatcher runs once"):
         await d.run()
 
 
 async def test_finalize_raises_failures_not_yet_reported() -> None:
     async with bulkhead.open_dispatcher({1: 1}) as d:
         await d.dispatch(fail, "late", priority=1)
-        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="^late$")):
+        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match=r"^late$")):
             await d.finalize()
         await d.finalize()  # reported once
 
@@ -188,7 +188,7 @@ async def test_an_exception_in_the_body_cancels_every_job_and_propagates(
     autojump_clock: Any,
 ) -> None:
     jobs: list[bulkhead.Job] = []
-    with pytest.RaisesGroup(pytest.RaisesExc(KeyError, match="body")):
+    with pytest.RaisesGroup(pytest.RaisesExc(KeyError, match=r"body")):
         async with bulkhead.open_dispatcher([PoolConfig(1, 1, queue=1)]) as d:
             jobs.append(await d.dispatch(sleep_then, 10, priority=1))
             jobs.append(await d.dispatch(sleep_then, 10, priority=1))
@@ -201,7 +201,7 @@ async def test_an_exception_in_the_body_cancels_every_job_and_propagates(
 async def test_cancel_policy_fails_fast_and_propagates_in_one_group(
     autojump_clock: Any,
 ) -> None:
-    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match="^first$")):
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match=r"^first$")):
         async with bulkhead.open_dispatcher({1: 1, 2: 1}, on_error="cancel") as d:
             other = await d.dispatch(sleep_then, 10, priority=2)
             await d.dispatch(fail, "first", priority=1)

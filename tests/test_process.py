@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+
 import pytest
 import trio
 
@@ -32,7 +33,7 @@ async def test_process_job_errors_are_job_failures() -> None:
         [PoolConfig(1, 1, kind="process")], on_error="record"
     ) as d:
         job = await d.dispatch(jobs.raise_value_error, "bad", priority=1)
-        with pytest.raises(ValueError, match="^bad$"):
+        with pytest.raises(ValueError, match=r"^bad$"):
             await job.wait()
         assert d.statistics().pools[1].failed == 1
 
@@ -84,6 +85,7 @@ def test_process_pool_without_the_extra_names_it(
     monkeypatch.setitem(sys.modules, "trio_parallel", None)
     with pytest.raises(
         ImportError,
-        match=r"""^kind="process" pools need trio-parallel: pip install 'bulkhead\[process\]'$""",
+        match=r"""^kind="process" pools need trio-parallel: """
+        r"""pip install 'bulkhead\[process\]'$""",
     ):
         bulkhead.Dispatcher([PoolConfig(1, 1, kind="process")])
