@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import sys
 
 import pytest
@@ -26,6 +27,9 @@ async def test_process_pool_runs_sync_functions_in_its_own_processes() -> None:
         pids_1 = {await (await d.dispatch(jobs.pid_of_worker, priority=1)).wait()}
         pid_2 = await (await d.dispatch(jobs.pid_of_worker, priority=2)).wait()
         assert pid_2 not in pids_1
+        assert multiprocessing.active_children()
+        await d.finalize()
+        assert multiprocessing.active_children() == []
 
 
 async def test_process_job_errors_are_job_failures() -> None:

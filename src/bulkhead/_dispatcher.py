@@ -114,8 +114,8 @@ class Dispatcher:
     _next_id: int
     _ready: trio.Event
     _unready: int
-    _live_workers: int
-    _workers_done: trio.Event
+    _live_tasks: int
+    _torn_down: trio.Event
     _grace_scope: trio.CancelScope | None
 
     def __init__(
@@ -147,8 +147,9 @@ class Dispatcher:
         self._next_id = 0
         self._ready = trio.Event()
         self._unready = sum(config.workers for config in configs)
-        self._live_workers = self._unready
-        self._workers_done = trio.Event()
+        # Workers, plus one host task per process pool.
+        self._live_tasks = self._unready + sum(c.kind == "process" for c in configs)
+        self._torn_down = trio.Event()
         self._grace_scope = None
 
     # ------------------------------------------------------------ lifecycle
@@ -197,10 +198,13 @@ class Dispatcher:
         self, pool: _Pool, *, task_status: trio.TaskStatus[None]
     ) -> None:
         """Hold the pool's own worker processes open until every worker exits."""
-        async with import_trio_parallel().open_worker_context() as processes:
-            pool.processes = processes
-            task_status.started()
-            await self._workers_done.wait()
+        try:
+            async with import_trio_parallel().open_worker_context() as processes:
+                pool.processes = processes
+                task_status.started()
+                await pool.workers_exited.wait()
+        finally:
+            self._task_exited()
 
     def _worker_ready(self) -> None:
         self._unready -= 1
@@ -211,10 +215,16 @@ class Dispatcher:
         try:
             await pool.work(self._worker_ready)
         finally:
-            self._live_workers -= 1
-            if not self._live_workers:
-                self._state = "closed"
-                self._workers_done.set()
+            pool.live_workers -= 1
+            if not pool.live_workers:
+                pool.workers_exited.set()
+            self._task_exited()
+
+    def _task_exited(self) -> None:
+        self._live_tasks -= 1
+        if not self._live_tasks:
+            self._state = "closed"
+            self._torn_down.set()
 
     @trio.lowlevel.enable_ki_protection
     def _close_intake(self) -> None:
@@ -478,15 +488,15 @@ class Dispatcher:
         if self._state == "new":
             self._state = "closed"
             self._close_intake()
-            self._workers_done.set()
+            self._torn_down.set()
         self._begin_teardown(grace_period)
-        await self._workers_done.wait()
+        await self._torn_down.wait()
         self._report(list(self._pools.values()), None, started)
 
     @trio.lowlevel.enable_ki_protection
     def _begin_teardown(self, grace_period: float | None) -> None:
         self._close_intake()
-        if grace_period is None or self._workers_done.is_set():
+        if grace_period is None or self._torn_down.is_set():
             return
         deadline = trio.current_time() + grace_period
         if self._grace_scope is None:
@@ -498,7 +508,7 @@ class Dispatcher:
 
     async def _expire_at_deadline(self, scope: trio.CancelScope) -> None:
         with scope:
-            await self._workers_done.wait()
+            await self._torn_down.wait()
         if scope.cancelled_caught:
             for pool in self._pools.values():
                 pool.expire()

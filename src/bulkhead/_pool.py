@@ -117,6 +117,8 @@ class _Pool:
     _limiter: trio.CapacityLimiter | None = None
     processes: Any = None
     """The pool's own ``trio_parallel.WorkerContext`` (process pools only)."""
+    live_workers: int = attrs.field(init=False)
+    workers_exited: trio.Event = attrs.field(init=False, factory=trio.Event)
     _abandoned: int = 0
     _submitted: int = 0
     _started: int = 0
@@ -128,6 +130,7 @@ class _Pool:
     _rejected: int = 0
 
     def __attrs_post_init__(self) -> None:
+        self.live_workers = self.config.workers
         if self.config.kind != "async":
             # Its own limiter: the libraries' default ones are shared program-wide.
             self._limiter = trio.CapacityLimiter(self.config.workers)
