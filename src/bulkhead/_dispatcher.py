@@ -264,6 +264,12 @@ class Dispatcher:
         timeout: float | None,
         retry: Retry | None,
     ) -> tuple[_Pool, Job]:
+        """Validate one dispatch and build its job; nothing is accepted yet."""
+        if self._state == "new":
+            raise RuntimeError(
+                "this Dispatcher is not running yet: use `async with "
+                "open_dispatcher(...)` or `await nursery.start(dispatcher.run)` first"
+            )
         if priority is None:
             if self._default_priority is None:
                 raise TypeError(
@@ -271,35 +277,30 @@ class Dispatcher:
                     "pass priority=... or open the dispatcher with default_priority=..."
                 )
             priority = self._default_priority
-        elif not isinstance(priority, int) or isinstance(priority, bool):
+        elif priority.__class__ is not int:
             check_priority(priority)
-        pool = self._pool(priority)
-        _check_function(fn, pool.config.kind)
+        pool = self._pools.get(priority) or self._pool(priority)
+        config = pool.config
+        if fn is not pool.checked_fn:
+            _check_function(fn, config.kind)
+            pool.checked_fn = fn
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
-        timeout = (
-            pool.config.timeout
-            if timeout is None
-            else check_seconds(timeout, "timeout")
-        )
-        if timeout == math.inf:
+        if timeout is None:
+            timeout = config.timeout
+        elif check_seconds(timeout, "timeout") == math.inf:
             timeout = None
         if retry is None:
-            retry = pool.config.retry
+            retry = config.retry
         elif not isinstance(retry, Retry):
             raise TypeError(f"retry must be a bulkhead.Retry or None, got {retry!r}")
-        if self._state == "new":
-            raise RuntimeError(
-                "this Dispatcher is not running yet: use `async with "
-                "open_dispatcher(...)` or `await nursery.start(dispatcher.run)` first"
-            )
         self._next_id += 1
         job = Job._create(
             self._next_id,
             priority,
             fn,
             args,
-            contextvars.copy_context() if pool.config.copy_context else None,
+            contextvars.copy_context() if config.copy_context else None,
             name,
             timeout,
             retry,
@@ -351,7 +352,12 @@ class Dispatcher:
           RuntimeError: if the dispatcher has not been started.
         """
         pool, job = self._new_job(fn, args, priority, name, timeout, retry)
-        await pool.dispatch(job)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if pool.try_accept(job):
+            # Accepted: yield, but a cancellation now must not lose the job.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await pool.wait_to_accept(job)
         return job
 
     def dispatch_nowait(
@@ -387,13 +393,30 @@ class Dispatcher:
             return list(self._pools.values())
         return [self._pool(check_priority(priority))]
 
-    def _refuse_self_wait(self, what: str, pools: list[_Pool]) -> None:
+    def _pool_of_running_job(self) -> int | None:
+        """The pool whose job the caller is part of, if any.
+
+        Thread jobs and workers' own contexts carry RUNNING_JOB; an async job
+        (and any task it spawns) is recognised by its worker among its
+        ancestors, which costs nothing per job.
+        """
         running = RUNNING_JOB.get()
-        if running is None or running[0] is not self:
-            return
-        if any(pool.config.priority == running[1] for pool in pools):
+        if running is not None and running[0] is self:
+            return running[1]
+        task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
+        while task is not None:
+            for priority, pool in self._pools.items():
+                if task in pool.worker_tasks:
+                    return priority
+            nursery = task.parent_nursery
+            task = None if nursery is None else nursery.parent_task
+        return None
+
+    def _refuse_self_wait(self, what: str, pools: list[_Pool]) -> None:
+        priority = self._pool_of_running_job()
+        if priority is not None and any(p.config.priority == priority for p in pools):
             raise RuntimeError(
-                f"{what}() called from inside a job of pool {running[1]!r} of the "
+                f"{what}() called from inside a job of pool {priority!r} of the "
                 f"same dispatcher would wait for that job itself; call {what}() "
                 "from the task that dispatched the jobs instead"
             )

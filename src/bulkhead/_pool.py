@@ -31,7 +31,7 @@ import contextvars
 import inspect
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeAlias
 
 import attrs
@@ -115,6 +115,10 @@ class _Pool:
     _batches: dict[int, _Batch] = attrs.field(factory=dict)
     _abandon_scopes: set[trio.CancelScope] = attrs.field(factory=set)
     _limiter: trio.CapacityLimiter | None = None
+    worker_tasks: set[Task] = attrs.field(factory=set)
+    """The pool's live worker tasks, to recognise a job's own task tree."""
+    checked_fn: object = None
+    """The last function validated for this pool: loops skip re-checking it."""
     processes: Any = None
     """The pool's own ``trio_parallel.WorkerContext`` (process pools only)."""
     live_workers: int = attrs.field(init=False)
@@ -140,20 +144,16 @@ class _Pool:
     @trio.lowlevel.enable_ki_protection
     def dispatch_nowait(self, job: Job) -> None:
         """Accept ``job`` without blocking, or raise ``trio.WouldBlock``."""
-        if not self._try_accept(job):
+        if not self.try_accept(job):
             self._rejected += 1
             raise trio.WouldBlock
-        return
 
-    async def dispatch(self, job: Job) -> None:
-        """Accept ``job``, parking the caller until a worker or queue slot is free.
+    async def wait_to_accept(self, job: Job) -> None:
+        """Park the caller until a worker or queue slot takes ``job``.
 
-        Atomic under cancellation: if this raises, the job was not accepted.
+        For a caller whose ``try_accept`` just failed. Atomic under
+        cancellation: if this raises, the job was not accepted.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._try_accept(job):
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
         task = current_task()
         self._dispatchers[task] = job
 
@@ -164,15 +164,21 @@ class _Pool:
         await wait_task_rescheduled(abort)
 
     @trio.lowlevel.enable_ki_protection
-    def _try_accept(self, job: Job) -> bool:
+    def try_accept(self, job: Job) -> bool:
+        """Accept ``job`` if a worker is idle or the queue has room, else False.
+
+        Refuses while a dispatcher is parked, so it never barges.
+        """
         if self.closed:
             raise DispatcherClosed("the dispatcher is finalizing: intake has stopped")
         if self._dispatchers:
             return False
         if self._idle:
             self._accept(job)
-            self._start(job)
-            reschedule(self._idle.pop(), outcome.Value(job))
+            job.state = JobState.RUNNING
+            self._started += 1
+            self._running.add(job)
+            reschedule(self._idle.pop(), Value(job))
             return True
         if len(self._queue) < self.config.queue:
             self._accept(job)
@@ -263,35 +269,68 @@ class _Pool:
     # ---------------------------------------------------------------- workers
 
     async def work(self, ready: Callable[[], None]) -> None:
-        """A worker: take jobs one after another until the pool stops."""
+        """A worker: take jobs one after another until the pool stops.
+
+        ``job.cancel()`` cancels the scope of the worker running the job. The
+        scope is long-lived (a scope per job costs more than a trivial job) and
+        replaced only after it was cancelled, since a cancelled scope stays so.
+        """
         task = current_task()
-        RUNNING_JOB.set((self.owner, self.config.priority))
-        ready()
-        try:
-            while True:
-                job = self._take_nowait()
-                if job is None:
-                    if self._stopping:
-                        return
-                    job = await self._park(task)
-                    if job is None:
-                        return
-                await self._execute(job)
-                if job._thread_done is not None:
-                    await self._hold_for_abandoned(job._thread_done)
-        except BaseException:
-            self.on_crash()
-            raise
+        idle = self._idle
 
-    async def _park(self, task: Task) -> Job | None:
-        self._idle.append(task)
-
-        def abort(_: Any) -> Abort:
-            self._idle.remove(task)
+        def unpark(_: Any) -> Abort:
+            idle.remove(task)
             return Abort.SUCCEEDED
 
-        job: Job | None = await wait_task_rescheduled(abort)
-        return job
+        RUNNING_JOB.set((self.owner, self.config.priority))
+        self.worker_tasks.add(task)
+        ready()
+        job: Job | None = None
+        try:
+            while True:
+                with trio.CancelScope() as scope:
+                    cancelled = False
+                    while not cancelled:
+                        job = self._take_nowait()
+                        if job is None:
+                            if self._stopping:
+                                return
+                            idle.append(task)
+                            job = await wait_task_rescheduled(unpark)
+                            if job is None:  # stop() woke it
+                                return
+                        job._scope = scope
+                        result: Outcome | None
+                        if job._cancel_requested:  # between hand-off and start
+                            result = None
+                        elif job._retry is None and job._timeout is None:
+                            # The common case, without a coroutine frame per job.
+                            job.attempts = 1
+                            try:
+                                result = Value(await self._invoke(job))
+                            except Exception as exc:
+                                result = Error(exc)
+                        else:
+                            result = await self._attempts(job)
+                        ended, job = job, None
+                        # A cancel that came too late to interrupt still used
+                        # up the scope.
+                        cancelled = ended._cancel_requested
+                        self._end(ended, result)
+                        if ended._thread_done is not None:
+                            await self._hold_for_abandoned(ended._thread_done)
+                if job is not None:  # job.cancel() fired the scope mid-job
+                    ended, job = job, None
+                    self._end(ended, None)
+                    if ended._thread_done is not None:
+                        await self._hold_for_abandoned(ended._thread_done)
+        except BaseException:
+            if job is not None:
+                self._end(job, None)
+            self.on_crash()
+            raise
+        finally:
+            self.worker_tasks.discard(task)
 
     async def _hold_for_abandoned(self, thread_done: trio.Event) -> None:
         """Keep this worker's slot until an abandoned thread really returns."""
@@ -306,46 +345,31 @@ class _Pool:
                 self._abandon_scopes.discard(scope)
                 self._abandoned -= 1
 
-    async def _execute(self, job: Job) -> None:
-        try:
-            result = await self._attempts(job)
-        except BaseException:
-            self._end(job, None)
-            raise
-        self._end(job, result)
+    async def _attempts(self, job: Job) -> Outcome:
+        """Run the job's attempts, with its timeout and retries.
 
-    async def _attempts(self, job: Job) -> Outcome | None:
-        """Run the job's attempts; ``None`` means it was cancelled."""
-        if job._cancel_requested:
-            return None
-        if job._context is not None:
-            job._context.run(RUNNING_JOB.set, (self.owner, self.config.priority))
-        with trio.CancelScope() as job._scope:
-            retry = job._retry
-            while True:
-                job.attempts += 1
-                result = await self._attempt(job)
-                if (
-                    isinstance(result, outcome.Value)
-                    or retry is None
-                    or job.attempts >= retry.attempts
-                    or not isinstance(result.error, retry.on)
-                ):
-                    return result
-                await self._before_retry(job, retry)
-        return None
-
-    async def _attempt(self, job: Job) -> Outcome:
+        Cancellation of the job propagates as ``trio.Cancelled`` to the
+        worker's scope.
+        """
+        retry = job._retry
         timeout = job._timeout
-        try:
-            if timeout is None:
-                return outcome.Value(await self._call(job))
-            with trio.fail_after(timeout) as deadline:
-                return outcome.Value(await self._call(job))
-        except Exception as exc:
-            if timeout is not None and deadline.cancelled_caught:
-                self._timed_out += 1
-            return outcome.Error(exc)
+        while True:
+            job.attempts += 1
+            try:
+                if timeout is None:
+                    return Value(await self._invoke(job))
+                with trio.fail_after(timeout) as deadline:
+                    return Value(await self._invoke(job))
+            except Exception as exc:
+                if timeout is not None and deadline.cancelled_caught:
+                    self._timed_out += 1
+                if (
+                    retry is None
+                    or job.attempts >= retry.attempts
+                    or not isinstance(exc, retry.on)
+                ):
+                    return Error(exc)
+            await self._before_retry(job, retry)
 
     async def _before_retry(self, job: Job, retry: Retry) -> None:
         self._retried += 1
@@ -355,29 +379,34 @@ class _Pool:
             job._thread_done = None
         await trio.sleep(retry.delay(job.attempts))
 
-    async def _call(self, job: Job) -> Any:
-        assert job._args is not None
-        if self.config.kind == "thread":
-            return await self._call_in_thread(job)
-        if self.config.kind == "process":
-            # Killing the worker process really stops the job: no abandonment.
-            return await self.processes.run_sync(
-                job._fn, *job._args, kill_on_cancel=True, limiter=self._limiter
-            )
-        context = job._context
-        if context is None:
-            return await job._fn(*job._args)
-        coro = context.run(job._fn, *job._args)
-        if not inspect.iscoroutine(coro):
-            raise TypeError(
-                f"{job.name} returned {coro!r}, not a coroutine: an async pool "
-                "runs async functions; use a thread pool for sync ones"
-            )
-        return await _in_context(context, coro)
+    def _invoke(self, job: Job) -> Awaitable[Any]:
+        """Start one attempt of ``job``; returns what the worker awaits."""
+        args = job._args
+        assert args is not None
+        kind = self.config.kind
+        if kind == "async":
+            context = job._context
+            if context is None:
+                return job._fn(*args)  # type: ignore[no-any-return]
+            coro = context.run(job._fn, *args)
+            if not inspect.iscoroutine(coro):
+                raise TypeError(
+                    f"{job.name} returned {coro!r}, not a coroutine: an async pool "
+                    "runs async functions; use a thread pool for sync ones"
+                )
+            return _in_context(context, coro)
+        if kind == "thread":
+            return self._call_in_thread(job)
+        # Killing the worker process really stops the job: no abandonment.
+        return self.processes.run_sync(  # type: ignore[no-any-return]
+            job._fn, *args, kill_on_cancel=True, limiter=self._limiter
+        )
 
     async def _call_in_thread(self, job: Job) -> Any:
         fn, args, context = job._fn, job._args, job._context
         assert args is not None
+        if context is not None:  # lets barrier() see it is inside a job
+            context.run(RUNNING_JOB.set, (self.owner, self.config.priority))
         token = trio.lowlevel.current_trio_token()
         returned = trio.Event()
 
@@ -403,15 +432,16 @@ class _Pool:
         self._running.discard(job)
         batch = job._batch
         assert batch is not None
-        if result is None:
-            self._cancelled += 1
-            batch.cancelled += 1
-            job._end(JobState.CANCELLED, outcome.Error(job._cancelled_error()))
-        elif isinstance(result, outcome.Value):
+        if result.__class__ is Value:
             self._succeeded += 1
             batch.succeeded += 1
             job._end(JobState.SUCCEEDED, result)
+        elif result is None:
+            self._cancelled += 1
+            batch.cancelled += 1
+            job._end(JobState.CANCELLED, outcome.Error(job._cancelled_error()))
         else:
+            assert isinstance(result, Error)
             self._failed += 1
             batch.failed += 1
             job._end(JobState.FAILED, result)
