@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import itertools
 import math
 import pickle
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -36,6 +37,9 @@ from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
 
 _State = Literal["new", "open", "closing", "closed"]
+
+_job_ids = itertools.count(1)
+"""Job ids, unique within the process so logs of several dispatchers never clash."""
 
 
 def _pool_configs(pools: object) -> list[PoolConfig]:
@@ -111,7 +115,6 @@ class Dispatcher:
     _state: _State
     _nursery: trio.Nursery | None
     _epoch: int
-    _next_id: int
     _ready: trio.Event
     _unready: int
     _live_tasks: int
@@ -144,7 +147,6 @@ class Dispatcher:
         self._state = "new"
         self._nursery = None
         self._epoch = 0
-        self._next_id = 0
         self._ready = trio.Event()
         self._unready = sum(config.workers for config in configs)
         # Workers, plus one host task per process pool.
@@ -294,9 +296,8 @@ class Dispatcher:
             retry = config.retry
         elif not isinstance(retry, Retry):
             raise TypeError(f"retry must be a bulkhead.Retry or None, got {retry!r}")
-        self._next_id += 1
         job = Job._create(
-            self._next_id,
+            next(_job_ids),
             priority,
             fn,
             args,

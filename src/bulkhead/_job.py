@@ -69,7 +69,7 @@ class Job(metaclass=_NoPublicConstructor):
     """
 
     id: int
-    """Unique, increasing with dispatch order within the process."""
+    """Unique within the process, increasing in dispatch order."""
     priority: int
     """The priority of the pool that runs the job."""
     _fn: Callable[..., Any]

@@ -312,18 +312,20 @@ class _Pool:
                                 result = Error(exc)
                         else:
                             result = await self._attempts(job)
-                        ended, job = job, None
                         # A cancel that came too late to interrupt still used
                         # up the scope.
-                        cancelled = ended._cancel_requested
-                        self._end(ended, result)
-                        if ended._thread_done is not None:
-                            await self._hold_for_abandoned(ended._thread_done)
+                        cancelled = job._cancel_requested
+                        ended, job = job, None
+                        thread = self._end(ended, result)
+                        del ended, result  # keep no reference to a finished job
+                        if thread is not None:
+                            await self._hold_for_abandoned(thread)
                 if job is not None:  # job.cancel() fired the scope mid-job
                     ended, job = job, None
-                    self._end(ended, None)
-                    if ended._thread_done is not None:
-                        await self._hold_for_abandoned(ended._thread_done)
+                    thread = self._end(ended, None)
+                    del ended
+                    if thread is not None:
+                        await self._hold_for_abandoned(thread)
         except BaseException:
             if job is not None:
                 self._end(job, None)
@@ -427,8 +429,11 @@ class _Pool:
 
     # ------------------------------------------------------------- accounting
 
-    def _end(self, job: Job, result: Outcome | None) -> None:
-        """Record how ``job`` ended; under "cancel" or a handler this may raise."""
+    def _end(self, job: Job, result: Outcome | None) -> trio.Event | None:
+        """Record how ``job`` ended; under "cancel" or a handler this may raise.
+
+        Returns the event of the job's abandoned thread, if it still runs.
+        """
         self._running.discard(job)
         batch = job._batch
         assert batch is not None
@@ -447,8 +452,9 @@ class _Pool:
             job._end(JobState.FAILED, result)
             batch.job_ended()
             self._on_failure(job, batch, result.error)
-            return
+            return job._thread_done
         batch.job_ended()
+        return job._thread_done
 
     def _on_failure(self, job: Job, batch: _Batch, error: BaseException) -> None:
         assert isinstance(error, Exception)  # only Exceptions become failures
