@@ -1,11 +1,13 @@
 """The dispatcher: pools under one nursery, barrier epochs, and finalize.
 
-Barrier epochs: every accepted job belongs to the epoch that was current when
-it was accepted. A barrier closes the current epoch (new jobs go to the next
-one) and waits until every job of the closed epochs has ended, so it never
-starves under continuous dispatch. Each pool tallies its jobs per epoch in a
-``_Batch``; the first covering barrier or finalize to complete removes those
-batches and reports them, so each job is counted, and its failure raised, once.
+Barrier epochs: every accepted job belongs to the epoch its pool was in when
+the job was accepted. A barrier closes the current epoch of each pool it
+covers (new jobs go to the next one) and waits until every job of the closed
+epochs has ended, so it never starves under continuous dispatch. Each pool
+tallies its jobs per epoch in a ``_Batch``; the first covering barrier or
+finalize to complete removes those batches and reports them, so each job is
+counted, and its failure raised, once. Epochs are per pool so that barriers on
+one pool never split, and pile up, the batches of another.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import inspect
 import itertools
 import math
 import pickle
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import Any, Literal, final
@@ -32,6 +34,7 @@ from ._policy import (
     check_on_error,
     check_priority,
     check_seconds,
+    is_async_callable,
 )
 from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
@@ -79,12 +82,6 @@ def _pool_configs(pools: object) -> list[PoolConfig]:
     return configs
 
 
-def _is_async_callable(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
-    )
-
-
 @final
 @attrs.define(eq=False, repr=False, init=False)
 class Dispatcher:
@@ -114,7 +111,6 @@ class Dispatcher:
     _default_priority: int | None
     _state: _State
     _nursery: trio.Nursery | None
-    _epoch: int
     _ready: trio.Event
     _unready: int
     _live_tasks: int
@@ -146,7 +142,6 @@ class Dispatcher:
         self._default_priority = default_priority
         self._state = "new"
         self._nursery = None
-        self._epoch = 0
         self._ready = trio.Event()
         self._unready = sum(config.workers for config in configs)
         # Workers, plus one host task per process pool.
@@ -446,25 +441,18 @@ class Dispatcher:
         self._refuse_self_wait("barrier", pools)
         await trio.lowlevel.checkpoint_if_cancelled()
         started = trio.current_time()
-        cutoff = self._next_epoch()
-        for pool in pools:
+        cutoffs = [(pool, pool.close_epoch()) for pool in pools]
+        for pool, cutoff in cutoffs:
             for batch in pool.pending_batches(cutoff):
                 await batch.drained().wait()
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return self._report(pools, cutoff, started)
-
-    def _next_epoch(self) -> int:
-        cutoff = self._epoch
-        self._epoch += 1
-        for pool in self._pools.values():
-            pool.epoch = self._epoch
-        return cutoff
+        return self._report(cutoffs, started)
 
     def _report(
-        self, pools: list[_Pool], cutoff: int | None, started: float
+        self, cutoffs: Sequence[tuple[_Pool, int | None]], started: float
     ) -> BatchReport:
         batches: list[_Batch] = []
-        for pool in pools:
+        for pool, cutoff in cutoffs:
             batches.extend(pool.claim(cutoff))
         report = BatchReport(
             jobs=sum(b.succeeded + b.failed + b.cancelled for b in batches),
@@ -515,7 +503,7 @@ class Dispatcher:
             self._torn_down.set()
         self._begin_teardown(grace_period)
         await self._torn_down.wait()
-        self._report(list(self._pools.values()), None, started)
+        self._report([(pool, None) for pool in self._pools.values()], started)
 
     @trio.lowlevel.enable_ki_protection
     def _begin_teardown(self, grace_period: float | None) -> None:
@@ -564,13 +552,13 @@ def _check_function(fn: object, kind: str) -> None:
     if not callable(fn):
         raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
     if kind == "async":
-        if not _is_async_callable(fn):
+        if not is_async_callable(fn):
             raise TypeError(
                 f"{fn!r} is not an async function, but this is an async pool: "
                 "make it `async def`, or dispatch it to a "
                 'PoolConfig(kind="thread") pool'
             )
-    elif _is_async_callable(fn):
+    elif is_async_callable(fn):
         raise TypeError(
             f"{fn!r} is an async function, but this is a {kind} pool that calls "
             "sync functions: dispatch it to an async pool"

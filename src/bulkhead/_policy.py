@@ -59,6 +59,13 @@ def check_seconds(value: object, what: str) -> float | None:
     return float(value)
 
 
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` makes a coroutine (async def, partial, async __call__)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
+    )
+
+
 def check_on_error(value: object, what: str = "on_error") -> OnError:
     """Validate an error policy: one of the three names or a sync callable."""
     expected = f'{what} must be "raise", "record", "cancel" or a callable '
@@ -68,7 +75,7 @@ def check_on_error(value: object, what: str = "on_error") -> OnError:
         return value  # type: ignore[return-value]
     if not callable(value):
         raise TypeError(f"{expected}handler(job, exc), got {value!r}")
-    if inspect.iscoroutinefunction(value):
+    if is_async_callable(value):
         raise TypeError(
             f"{what} handler must be a synchronous function handler(job, exc), "
             f"got the async function {value!r}; record the failure and "
@@ -85,6 +92,17 @@ def _validate_count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], 
             raise ValueError(f"{attribute.name} must be >= {minimum}, got {value!r}")
 
     return check
+
+
+def _validate_bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be a bool, got {value!r}")
+
+
+def _validate_delay(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        raise TypeError(f"{attribute.name} must be a number of seconds, got None")
+    check_seconds(value, attribute.name)
 
 
 def _validate_seconds(
@@ -128,13 +146,11 @@ class Retry:
 
     attempts: int = attrs.field(default=3, validator=_validate_count(1))
     """Total attempts, the first one included (1 means no retry)."""
-    backoff: float = attrs.field(default=0.1, validator=_validate_seconds)
+    backoff: float = attrs.field(default=0.1, validator=_validate_delay)
     """Delay in seconds before the first retry; doubles for each further one."""
-    max_backoff: float = attrs.field(default=10.0, validator=_validate_seconds)
+    max_backoff: float = attrs.field(default=10.0, validator=_validate_delay)
     """Upper bound of the delay in seconds."""
-    jitter: bool = attrs.field(
-        default=True, validator=attrs.validators.instance_of(bool)
-    )
+    jitter: bool = attrs.field(default=True, validator=_validate_bool)
     """Draw each delay uniformly from ``[delay/2, delay]`` to spread retries."""
     on: type[Exception] | tuple[type[Exception], ...] = attrs.field(
         default=(Exception,), validator=_validate_on
@@ -148,6 +164,8 @@ class Retry:
 
 
 def _validate_kind(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f'kind must be "async", "thread" or "process", got {value!r}')
     if value not in _KINDS:
         raise ValueError(f'kind must be "async", "thread" or "process", got {value!r}')
 
@@ -203,7 +221,7 @@ class PoolConfig:
     )
     """The pool's error policy; ``None`` takes the dispatcher's ``on_error``."""
     copy_context: bool = attrs.field(
-        default=True, kw_only=True, validator=attrs.validators.instance_of(bool)
+        default=True, kw_only=True, validator=_validate_bool
     )
     """Run each job in a copy of the dispatching task's context (as
     ``nursery.start_soon`` does). ``False`` runs jobs in the workers' own

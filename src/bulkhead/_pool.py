@@ -473,6 +473,11 @@ class _Pool:
             if up_to is None or epoch <= up_to
         ]
 
+    def close_epoch(self) -> int:
+        """Start a new barrier epoch; returns the one just closed."""
+        self.epoch += 1
+        return self.epoch - 1
+
     def pending_batches(self, up_to: int) -> list[_Batch]:
         return [
             batch
@@ -497,6 +502,9 @@ class _Pool:
             timed_out=self._timed_out,
             rejected=self._rejected,
         )
+
+    def __repr__(self) -> str:
+        return f"<bulkhead pool {self.describe()}, {self.config.kind}>"
 
     def describe(self) -> str:
         return (
