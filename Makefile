@@ -40,6 +40,21 @@ unit: $(VENV)/.dev
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report --fail-under=95
 
+# The suite on every supported Python, one venv each; interpreters come from
+# pyenv where installed, else from PATH.
+PYTHONS ?= 3.10 3.11 3.12 3.13
+
+test-all:
+	@set -e; for v in $(PYTHONS); do \
+	  py=$$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -n 1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v); \
+	  echo "== Python $$v: $$py"; \
+	  [ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v; \
+	  .venv-$$v/bin/python -m pip install -q --upgrade pip; \
+	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process]'; \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
+	done
+
 test-deep: $(VENV)/.dev
 	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest tests
 
@@ -53,4 +68,4 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache docs/_build
+	rm -rf $(VENV) .venv-3.* .coverage .pytest_cache .mypy_cache .ruff_cache docs/_build
