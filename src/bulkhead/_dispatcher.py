@@ -103,8 +103,10 @@ class Dispatcher:
         ``"record"``, ``"cancel"`` or a callable ``handler(job, exc)``.
 
     Raises:
-      TypeError, ValueError: for a malformed pool configuration or option.
+      TypeError: for a pool configuration or option of the wrong type.
+      ValueError: for a bad value (no pools, a priority configured twice...).
       UnknownPriority: if ``default_priority`` names no pool.
+      ImportError: for a ``"process"`` pool without ``bulkhead[process]``.
     """
 
     _pools: dict[int, _Pool]
@@ -344,7 +346,8 @@ class Dispatcher:
         Raises:
           DispatcherClosed: if :meth:`finalize` has begun, or begins while waiting.
           UnknownPriority: if ``priority`` names no pool.
-          TypeError, ValueError: for bad arguments (nothing is accepted).
+          TypeError: for arguments of the wrong type (nothing is accepted).
+          ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
         pool, job = self._new_job(fn, args, priority, name, timeout, retry)
@@ -375,8 +378,11 @@ class Dispatcher:
         Raises:
           trio.WouldBlock: if no worker is idle and the queue is full (or
             another task is waiting to dispatch into the pool).
-          DispatcherClosed, UnknownPriority, TypeError, ValueError,
-            RuntimeError: as :meth:`dispatch`.
+          DispatcherClosed: if :meth:`finalize` has begun.
+          UnknownPriority: if ``priority`` names no pool.
+          TypeError: for arguments of the wrong type (nothing is accepted).
+          ValueError: for bad argument values (nothing is accepted).
+          RuntimeError: if the dispatcher has not been started.
         """
         pool, job = self._new_job(fn, args, priority, name, timeout, retry)
         pool.dispatch_nowait(job)
@@ -597,7 +603,7 @@ async def open_dispatcher(
                 await d.dispatch(process, item, priority=Priority.HIGH)
             report = await d.barrier()
 
-    Args: as :class:`Dispatcher`.
+    It takes the arguments of :class:`Dispatcher`.
     """
     dispatcher = Dispatcher(pools, default_priority=default_priority, on_error=on_error)
     failure: JobsFailed | None = None

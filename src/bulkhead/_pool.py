@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import reprlib
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -393,8 +394,9 @@ class _Pool:
             coro = context.run(job._fn, *args)
             if not inspect.iscoroutine(coro):
                 raise TypeError(
-                    f"{job.name} returned {coro!r}, not a coroutine: an async pool "
-                    "runs async functions; use a thread pool for sync ones"
+                    f"{job.name} returned {reprlib.repr(coro)}, not a coroutine: "
+                    "an async pool runs async functions; use a thread pool for "
+                    "sync ones"
                 )
             return _in_context(context, coro)
         if kind == "thread":
