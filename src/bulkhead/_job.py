@@ -82,8 +82,8 @@ class Job(metaclass=_NoPublicConstructor):
     state: JobState = JobState.QUEUED
     """The current :class:`JobState`."""
     attempts: int = 0
-    """Attempts begun so far: 0 until its worker starts it, more than 1 when
-    retried."""
+    """How many attempts have begun (0 until its worker starts the job, above 1
+    after retries)."""
     outcome: Value[Any] | Error | None = None
     """``None`` until the job ends, then an :class:`outcome.Value` or
     :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""
