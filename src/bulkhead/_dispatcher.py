@@ -20,7 +20,7 @@ import pickle
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any, Literal, final
+from typing import Any, Literal, TypeVar, final
 
 import attrs
 import trio
@@ -40,6 +40,9 @@ from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
 
 _State = Literal["new", "open", "closing", "closed"]
+
+_P = TypeVar("_P", bound=int)
+"""A priority type: ``int`` or an ``IntEnum`` (mapping keys are invariant)."""
 
 _job_ids = itertools.count(1)
 """Job ids, unique within the process so logs of several dispatchers never clash."""
@@ -121,7 +124,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        pools: Mapping[int, int] | Iterable[PoolConfig],
+        pools: Mapping[_P, int] | Iterable[PoolConfig],
         *,
         default_priority: int | None = None,
         on_error: OnError = "raise",
@@ -582,7 +585,7 @@ def _check_function(fn: object, kind: str) -> None:
 
 @asynccontextmanager
 async def open_dispatcher(
-    pools: Mapping[int, int] | Iterable[PoolConfig],
+    pools: Mapping[_P, int] | Iterable[PoolConfig],
     *,
     default_priority: int | None = None,
     on_error: OnError = "raise",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
@@ -98,7 +99,10 @@ class Job(metaclass=_NoPublicConstructor):
         """The name given to dispatch, else the function's qualified name."""
         if self._name is not None:
             return self._name
-        return getattr(self._fn, "__qualname__", None) or repr(self._fn)
+        fn = self._fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        return getattr(fn, "__qualname__", None) or repr(fn)
 
     async def wait(self) -> Any:
         """Wait until the job has ended, then return its value or raise its error.

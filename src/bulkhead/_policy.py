@@ -48,14 +48,16 @@ def check_priority(value: object, what: str = "priority") -> int:
     return value  # type: ignore[return-value]
 
 
-def check_seconds(value: object, what: str) -> float | None:
-    """Validate an optional non-negative number of seconds."""
-    if value is None:
+def check_seconds(value: object, what: str, *, optional: bool = True) -> float | None:
+    """Validate a non-negative number of seconds (or None, if ``optional``)."""
+    if value is None and optional:
         return None
+    or_none = " or None" if optional else ""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{what} must be a number of seconds or None, got {value!r}")
+        raise TypeError(f"{what} must be a number of seconds{or_none}, got {value!r}")
     if math.isnan(value) or value < 0:
-        raise ValueError(f"{what} must be >= 0 seconds (or None), got {value!r}")
+        bound = " (or None)" if optional else ""
+        raise ValueError(f"{what} must be >= 0 seconds{bound}, got {value!r}")
     return float(value)
 
 
@@ -100,9 +102,7 @@ def _validate_bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -
 
 
 def _validate_delay(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None:
-        raise TypeError(f"{attribute.name} must be a number of seconds, got None")
-    check_seconds(value, attribute.name)
+    check_seconds(value, attribute.name, optional=False)
 
 
 def _validate_seconds(

@@ -51,7 +51,8 @@ class PoolStatistics:
     cancelled: int
     """Jobs that ended cancelled, by :meth:`Job.cancel` or a finalize grace period."""
     retried: int
-    """Attempts that failed and were retried."""
+    """Attempts that failed and were scheduled for a retry (counted when the
+    backoff begins)."""
     timed_out: int
     """Attempts that overran their timeout."""
     rejected: int
