@@ -195,6 +195,9 @@ class Dispatcher:
                     name=f"bulkhead worker {pool.config.priority}#{index}",
                 )
         await self._ready.wait()
+        # Woken by the last worker, but cancelled since: the workers are dying,
+        # so do not hand out a dispatcher that cannot take a job.
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _host_processes(
         self, pool: _Pool, *, task_status: trio.TaskStatus[None]
@@ -265,8 +268,14 @@ class Dispatcher:
         name: str | None,
         timeout: float | None,
         retry: Retry | None,
+        *,
+        nowait: bool = False,
     ) -> tuple[_Pool, Job]:
-        """Validate one dispatch and build its job; nothing is accepted yet."""
+        """Validate one dispatch and build its job; nothing is accepted yet.
+
+        With ``nowait``, a dispatch the pool would refuse is refused here,
+        before building a job only to throw it away.
+        """
         if self._state == "new":
             raise RuntimeError(
                 "this Dispatcher is not running yet: use `async with "
@@ -296,6 +305,8 @@ class Dispatcher:
             retry = config.retry
         elif not isinstance(retry, Retry):
             raise TypeError(f"retry must be a bulkhead.Retry or None, got {retry!r}")
+        if nowait:
+            pool.refuse_if_full()
         job = Job._create(
             next(_job_ids),
             priority,
@@ -387,7 +398,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, job = self._new_job(fn, args, priority, name, timeout, retry)
+        pool, job = self._new_job(fn, args, priority, name, timeout, retry, nowait=True)
         pool.dispatch_nowait(job)
         return job
 

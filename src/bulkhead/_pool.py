@@ -114,6 +114,8 @@ class _Pool:
     _dispatchers: dict[Task, Job] = attrs.field(factory=dict)
     _running: set[Job] = attrs.field(factory=set)
     _batches: dict[int, _Batch] = attrs.field(factory=dict)
+    _batch: _Batch | None = None
+    """The batch of the current epoch, once it has a job."""
     _abandon_scopes: set[trio.CancelScope] = attrs.field(factory=set)
     _limiter: trio.CapacityLimiter | None = None
     worker_tasks: set[Task] = attrs.field(factory=set)
@@ -141,6 +143,16 @@ class _Pool:
             self._limiter = trio.CapacityLimiter(self.config.workers)
 
     # ----------------------------------------------------------------- intake
+
+    def refuse_if_full(self) -> None:
+        """Raise what ``dispatch_nowait`` would raise now, if it would refuse."""
+        if self.closed:
+            raise DispatcherClosed("the dispatcher is finalizing: intake has stopped")
+        if self._dispatchers or not (
+            self._idle or len(self._queue) < self.config.queue
+        ):
+            self._rejected += 1
+            raise trio.WouldBlock
 
     @trio.lowlevel.enable_ki_protection
     def dispatch_nowait(self, job: Job) -> None:
@@ -189,9 +201,9 @@ class _Pool:
 
     def _accept(self, job: Job) -> None:
         self._submitted += 1
-        batch = self._batches.get(self.epoch)
+        batch = self._batch
         if batch is None:
-            batch = self._batches[self.epoch] = _Batch()
+            batch = self._batch = self._batches[self.epoch] = _Batch()
         batch.pending += 1
         job._batch = batch
 
@@ -292,7 +304,8 @@ class _Pool:
                 with trio.CancelScope() as scope:
                     cancelled = False
                     while not cancelled:
-                        job = self._take_nowait()
+                        if self._queue or self._dispatchers:
+                            job = self._take_nowait()
                         if job is None:
                             if self._stopping:
                                 return
@@ -469,6 +482,8 @@ class _Pool:
 
     def claim(self, up_to: int | None) -> list[_Batch]:
         """Remove and return the batches of epochs ``<= up_to`` (all if None)."""
+        if up_to is None:
+            self._batch = None
         return [
             self._batches.pop(epoch)
             for epoch in list(self._batches)
@@ -477,6 +492,7 @@ class _Pool:
 
     def close_epoch(self) -> int:
         """Start a new barrier epoch; returns the one just closed."""
+        self._batch = None
         self.epoch += 1
         return self.epoch - 1
 
