@@ -1,0 +1,94 @@
+"""Measuring side by side, and printing what was measured.
+
+Contenders of one scenario run interleaved: repetition r runs every contender
+once, in an order rotated by r, so slow drifts of the machine (thermal, other
+processes) spread over all of them instead of landing on one. Each scenario
+keeps every sample; tables show the minimum (best of k) and the median.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Contender:
+    key: str
+    """Short, stable id used in the JSON file and by ``plot.py``."""
+    label: str
+    """What the table prints."""
+    run: Callable[[], Any]
+    """One measurement: starts its own event loop, returns seconds or samples."""
+    bulkhead: bool = False
+
+
+def interleave(
+    contenders: Sequence[Contender], repeat: int, *, progress: str = ""
+) -> dict[str, list[Any]]:
+    """Run each contender ``repeat`` times, interleaved; return all results."""
+    results: dict[str, list[Any]] = {c.key: [] for c in contenders}
+    n = len(contenders)
+    for r in range(repeat):
+        order = [contenders[(r + j) % n] for j in range(n)]
+        for c in order:
+            gc.collect()
+            results[c.key].append(c.run())
+        if progress:
+            log(f"  {progress}: repetition {r + 1}/{repeat} done")
+    return results
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    return {"min": min(samples), "median": statistics.median(samples)}
+
+
+_T0 = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the report."""
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], *, markdown: bool = False
+) -> str:
+    """An aligned table, plain text or GitHub markdown; first column left-aligned."""
+    cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    sep = " | " if markdown else "  "
+
+    def line(row: list[str]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = (v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True))
+        text = sep.join([first, *rest])
+        return f"| {text} |" if markdown else text.rstrip()
+
+    if markdown:
+        marks = [":" + "-" * (widths[0] - 1)] + [
+            "-" * (w - 1) + ":" for w in widths[1:]
+        ]
+        rule = "| " + " | ".join(marks) + " |"
+    else:
+        rule = sep.join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}x"
