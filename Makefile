@@ -10,20 +10,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev,process]'
-	touch $@
-
-$(VENV)/.demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[demo,process]'
-	touch $@
-
-$(VENV)/.docs: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[docs,process]'
-	touch $@
-
-$(VENV)/.bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[bench,process]'
+# One stamp per extra (.venv/.dev, .venv/.demo, .venv/.docs, .venv/.bench):
+# reinstalled when pyproject.toml changes. Process pools are in every set.
+$(VENV)/.%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[$*,process]'
 	touch $@
 
 test: lint types unit
