@@ -12,19 +12,7 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 import bulkhead
 from bulkhead import BatchReport, PoolConfig
 
-
-async def sleep_then(seconds: float, value: Any = None) -> Any:
-    await trio.sleep(seconds)
-    return value
-
-
-async def fail(message: str) -> None:
-    await trio.lowlevel.checkpoint()
-    raise ValueError(message)
-
-
-async def hang_until(event: trio.Event) -> None:
-    await event.wait()
+from ._jobs import fail, hang_until, sleep_then
 
 
 async def test_barrier_waits_for_every_job_dispatched_before_it(

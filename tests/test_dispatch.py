@@ -15,24 +15,9 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 import bulkhead
 from bulkhead import JobState, PoolConfig
 
+from ._jobs import hang_until, noop, ret, sync_noop
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
-
-
-async def hang_until(event: trio.Event) -> None:
-    await event.wait()
-
-
-async def ret(value: Any) -> Any:
-    await trio.lowlevel.checkpoint()
-    return value
-
-
-async def noop() -> None:
-    pass
-
-
-def sync_noop() -> None:
-    pass
 
 
 async def test_open_dispatcher_returns_with_every_worker_idle() -> None:

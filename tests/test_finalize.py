@@ -11,35 +11,7 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 import bulkhead
 from bulkhead import JobState, PoolConfig
 
-
-async def sleep_then(seconds: float, value: Any = None) -> Any:
-    await trio.sleep(seconds)
-    return value
-
-
-async def fail(message: str) -> None:
-    await trio.lowlevel.checkpoint()
-    raise ValueError(message)
-
-
-async def noop() -> None:
-    pass
-
-
-def bulkhead_tasks() -> list[str]:
-    names: list[str] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        if task.name.startswith("bulkhead"):
-            names.append(task.name)
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    walk(root)
-    return names
+from ._jobs import fail, live_bulkhead_tasks, noop, sleep_then
 
 
 async def test_finalize_drains_running_and_queued_jobs(autojump_clock: Any) -> None:
@@ -54,11 +26,11 @@ async def test_finalize_drains_running_and_queued_jobs(autojump_clock: Any) -> N
 
 async def test_no_task_is_left_after_exit(autojump_clock: Any) -> None:
     async with bulkhead.open_dispatcher({1: 3, 2: 2}) as d:
-        assert len(bulkhead_tasks()) == 5
+        assert len(live_bulkhead_tasks()) == 5
         await d.dispatch(sleep_then, 1, priority=1)
         await d.finalize(grace_period=0.5)
-        assert bulkhead_tasks() == []
-    assert bulkhead_tasks() == []
+        assert live_bulkhead_tasks() == []
+    assert live_bulkhead_tasks() == []
 
 
 async def test_grace_period_cancels_what_is_still_running_or_queued(
@@ -195,7 +167,7 @@ async def test_an_exception_in_the_body_cancels_every_job_and_propagates(
             raise KeyError("body")
     assert trio.current_time() == 0
     assert [job.state for job in jobs] == [JobState.CANCELLED] * 2
-    assert bulkhead_tasks() == []
+    assert live_bulkhead_tasks() == []
 
 
 async def test_cancel_policy_fails_fast_and_propagates_in_one_group(

@@ -16,23 +16,7 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 import bulkhead
 from bulkhead import Job, JobCancelled, JobState, PoolConfig, Retry
 
-
-async def hang_until(event: trio.Event) -> None:
-    await event.wait()
-
-
-async def ret(value: Any) -> Any:
-    await trio.lowlevel.checkpoint()
-    return value
-
-
-async def fail(message: str) -> None:
-    await trio.lowlevel.checkpoint()
-    raise ValueError(message)
-
-
-async def noop() -> None:
-    pass
+from ._jobs import fail, hang_until, noop, ret
 
 
 def state(job: Job) -> JobState:

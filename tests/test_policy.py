@@ -22,19 +22,11 @@ from bulkhead import (
     Retry,
 )
 
+from ._jobs import fail, sleep_then
+
 
 class HandlerError(Exception):
     pass
-
-
-async def sleep_then(seconds: float, value: Any = None) -> Any:
-    await trio.sleep(seconds)
-    return value
-
-
-async def fail(message: str) -> None:
-    await trio.lowlevel.checkpoint()
-    raise ValueError(message)
 
 
 async def async_handler(job: Job, exc: Exception) -> None:

@@ -21,20 +21,9 @@ from bulkhead import (
     Retry,
 )
 
+from ._jobs import fail, hang_until, noop
+
 GAUGES = ("busy", "idle", "abandoned", "queued", "waiting_dispatchers")
-
-
-async def hang_until(event: trio.Event) -> None:
-    await event.wait()
-
-
-async def noop() -> None:
-    pass
-
-
-async def fail(message: str) -> None:
-    await trio.lowlevel.checkpoint()
-    raise ValueError(message)
 
 
 def sync_double(x: int) -> int:
