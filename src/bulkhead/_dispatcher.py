@@ -412,13 +412,12 @@ class Dispatcher:
     def _pool_of_running_job(self) -> int | None:
         """The pool whose job the caller is part of, if any.
 
-        Thread jobs and workers' own contexts carry RUNNING_JOB; an async job
-        (and any task it spawns) is recognised by its worker among its
-        ancestors, which costs nothing per job.
+        An async job (and any task it spawns) is recognised by its worker among
+        the caller's ancestors, which costs nothing per job and cannot be fooled
+        by a context inherited from another pool. A thread job calls back in
+        through a task of trio's own, so it is recognised by RUNNING_JOB, which
+        its thread's context carries.
         """
-        running = RUNNING_JOB.get()
-        if running is not None and running[0] is self:
-            return running[1]
         task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
         while task is not None:
             for priority, pool in self._pools.items():
@@ -426,6 +425,9 @@ class Dispatcher:
                     return priority
             nursery = task.parent_nursery
             task = None if nursery is None else nursery.parent_task
+        running = RUNNING_JOB.get()
+        if running is not None and running[0] is self:
+            return running[1]
         return None
 
     def _refuse_self_wait(self, what: str, pools: list[_Pool]) -> None:

@@ -436,7 +436,11 @@ class _Pool:
 
         try:
             return await trio.to_thread.run_sync(
-                in_thread, limiter=self._limiter, abandon_on_cancel=True
+                in_thread,
+                limiter=self._limiter,
+                abandon_on_cancel=True,
+                # Named while it runs the job: thread dumps show what is stuck.
+                thread_name=f"bulkhead job #{job.id} ({job.name})",
             )
         finally:
             if not returned.is_set():
