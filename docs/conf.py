@@ -16,7 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-from sphinx.application import Sphinx
 from sphinx.pycode import ModuleAnalyzer
 
 HERE = Path(__file__).resolve().parent
@@ -73,6 +72,7 @@ else:
 nitpick_ignore = [
     ("py:class", "OnError"),
     ("py:class", "Kind"),
+    ("py:class", "_P"),
     ("py:class", "Value"),
     ("py:class", "Error"),
 ]
@@ -80,15 +80,6 @@ nitpick_ignore = [
 html_theme = "furo"
 html_title = f"bulkhead {release}"
 html_static_path = ["_static"]
-
-PERFORMANCE_FIGURE = """
-
-.. figure:: _static/performance.png
-   :alt: Throughput of bulkhead pool configurations against a hand-rolled
-         trio channel pool.
-
-   Throughput as measured by ``make bench``.
-"""
 
 
 def _merge_private_attribute_docs() -> None:
@@ -110,17 +101,3 @@ def _merge_private_attribute_docs() -> None:
 
 
 _merge_private_attribute_docs()
-
-
-def _add_performance_figure(app: Sphinx, docname: str, source: list[str]) -> None:
-    """Show the benchmark figure on the performance page once it exists.
-
-    ``make bench`` writes ``docs/_static/performance.png``; a figure directive
-    pointing at a missing file would be a warning, so it is added only then.
-    """
-    if docname == "performance" and (HERE / "_static/performance.png").exists():
-        source[0] += PERFORMANCE_FIGURE
-
-
-def setup(app: Sphinx) -> None:
-    app.connect("source-read", _add_performance_figure)
