@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 import trio.testing
+
 from _jobs import LatencyProbe, perf_counter, trivial
 
 Job = Callable[..., Awaitable[Any]]

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import trio
 import trio.testing
-from _jobs import LatencyProbe, perf_counter, trivial
 
 import bulkhead
+from _jobs import LatencyProbe, perf_counter, trivial
 
 P = 0  # the priority of the one pool most scenarios use
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from ._jobs import live_bulkhead_tasks
 
 settings.register_profile(
     "ci",
@@ -32,20 +37,61 @@ LEAK_GRACE = 5.0
 
 @pytest.fixture(autouse=True)
 def no_leaked_job_threads_or_processes() -> Iterator[None]:
-    """Fail a test that leaves a bulkhead job thread or a worker process running.
+    """Fail a test that leaves a thread it started, or a worker process, running.
 
     Thread jobs run in threads named "bulkhead job #..." only while the job
-    runs, so one still alive after the test is a job nobody stopped. trio's
-    own task tree cannot outlive the test's trio.run, so threads and processes
-    are what can leak.
+    runs, so one still alive after the test is a job nobody stopped; any other
+    non-daemon thread the test started and left running is a leak too (trio's
+    own worker threads are daemons, and cached idle ones do not count).
     """
+    before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + LEAK_GRACE
-    while (running := _job_threads()) and time.monotonic() < deadline:
-        running[0].join(timeout=0.01)  # a released thread needs a moment to return
-    assert not running, f"job threads still running after the test: {running}"
+
+    def running() -> list[threading.Thread]:
+        return [
+            t
+            for t in threading.enumerate()
+            if t.name.startswith("bulkhead job")
+            or (t not in before and not t.daemon and t.is_alive())
+        ]
+
+    while (threads := running()) and time.monotonic() < deadline:
+        threads[0].join(timeout=0.01)  # a released thread needs a moment to return
+    assert not threads, f"threads still running after the test: {threads}"
     assert multiprocessing.active_children() == [], "worker processes leaked"
 
 
-def _job_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("bulkhead job")]
+def _fail_on_leaked_tasks(
+    test: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """Wrap an async test so that, still inside its trio run and once its body
+    has returned, it fails if a bulkhead task is alive: one left in the system
+    nursery or in a fixture's nursery, which trio would otherwise cancel
+    without a word when the run ends."""
+
+    @functools.wraps(test)
+    async def guarded(*args: Any, **kwargs: Any) -> None:
+        await test(*args, **kwargs)
+        if leaked := live_bulkhead_tasks():
+            pytest.fail(f"bulkhead tasks still running after the test: {leaked}")
+
+    return guarded
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Guard every async test against leaked bulkhead tasks.
+
+    Not an autouse async fixture: pytest-trio refuses one for sync tests, and
+    never runs one for async tests, since it is not among their arguments.
+    """
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        hypothesis = getattr(item.obj, "hypothesis", None)
+        if hypothesis is not None:
+            if inspect.iscoroutinefunction(hypothesis.inner_test):
+                hypothesis.inner_test = _fail_on_leaked_tasks(hypothesis.inner_test)
+        elif inspect.iscoroutinefunction(item.obj):
+            item.obj = _fail_on_leaked_tasks(item.obj)
