@@ -298,8 +298,10 @@ async def test_memory_stays_flat_however_many_rounds_run(
             warm = bulkhead_bytes()
             await rounds(300)
             after = bulkhead_bytes()
-        # A leak of even one small object per round would add kilobytes.
-        assert after - warm < 1024, (warm, after)
+        # A leak of even one small object (>= 48 bytes) per round would add
+        # over 14 KiB; the margin covers the objects of the round in flight
+        # when each snapshot is taken, which are larger on Python 3.10.
+        assert after - warm < 4096, (warm, after)
     finally:
         if not was_tracing:
             tracemalloc.stop()
