@@ -136,9 +136,10 @@ class Job(metaclass=_NoPublicConstructor):
 
         A queued job is withdrawn and never starts. A running async job gets
         :exc:`trio.Cancelled` at its next checkpoint; its worker is free again
-        once the job has really stopped. A running thread or process job cannot
-        be interrupted: it is abandoned, ends ``CANCELLED`` at once, and keeps
-        its worker until it returns. Cancelling an ended job does nothing.
+        once the job has really stopped. A running process job is stopped by
+        killing its worker process. A running thread job cannot be
+        interrupted: it is abandoned, ends ``CANCELLED`` at once, and keeps its
+        worker until it returns. Cancelling an ended job does nothing.
 
         Not a checkpoint; never raises.
         """

@@ -34,8 +34,8 @@ class PoolStatistics:
     idle: int
     """Workers parked and ready to take a job at once."""
     abandoned: int
-    """Workers still held by a thread or process job that already ended as
-    timed out or cancelled but has not really returned yet."""
+    """Workers still held by a thread job that already ended as timed out or
+    cancelled but has not really returned yet."""
     queued: int
     """Accepted jobs waiting in the pool's queue for a worker."""
     waiting_dispatchers: int
