@@ -236,10 +236,14 @@ async def test_a_pool_never_runs_more_than_its_workers(autojump_clock: Any) -> N
 async def test_dispatch_after_finalize_raises_dispatcher_closed_every_time() -> None:
     async with bulkhead.open_dispatcher({1: 1}) as d:
         await d.finalize()
+        closed = (
+            r"^the dispatcher takes no more jobs: finalize\(\) has begun; "
+            r"dispatch before finalizing$"
+        )
         for _ in range(2):
-            with pytest.raises(bulkhead.DispatcherClosed):
+            with pytest.raises(bulkhead.DispatcherClosed, match=closed):
                 await d.dispatch(noop, priority=1)
-            with pytest.raises(bulkhead.DispatcherClosed):
+            with pytest.raises(bulkhead.DispatcherClosed, match=closed):
                 d.dispatch_nowait(noop, priority=1)
     assert isinstance(bulkhead.DispatcherClosed(), trio.ClosedResourceError)
 

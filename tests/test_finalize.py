@@ -192,7 +192,11 @@ async def test_outer_cancellation_tears_down_and_closes_intake(
             job = await d.dispatch(sleep_then, 10, priority=1)
     assert job.state is JobState.CANCELLED
     assert d.statistics().closed
-    with pytest.raises(bulkhead.DispatcherClosed):
+    with pytest.raises(
+        bulkhead.DispatcherClosed,
+        match=r"^the dispatcher takes no more jobs: it was torn down by an "
+        r"exception or a cancellation; open a new dispatcher$",
+    ):
         d.dispatch_nowait(noop, priority=1)
 
 

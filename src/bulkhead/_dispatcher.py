@@ -44,6 +44,8 @@ _State = Literal["new", "open", "closing", "closed"]
 _P = TypeVar("_P", bound=int)
 """A priority type: ``int`` or an ``IntEnum`` (mapping keys are invariant)."""
 
+_FINALIZED = "finalize() has begun; dispatch before finalizing"
+
 _job_ids = itertools.count(1)
 """Job ids, unique within the process so logs of several dispatchers never clash."""
 
@@ -232,17 +234,19 @@ class Dispatcher:
             self._torn_down.set()
 
     @trio.lowlevel.enable_ki_protection
-    def _close_intake(self) -> None:
+    def _close_intake(self, reason: str) -> None:
         if self._state == "open":
             self._state = "closing"
         for pool in self._pools.values():
-            pool.close()
+            pool.close(reason)
             pool.stop()
 
     @trio.lowlevel.enable_ki_protection
     def _abort(self) -> None:
         """Tear everything down now: an exception left the body or a worker."""
-        self._close_intake()
+        self._close_intake(
+            "it was torn down by an exception or a cancellation; open a new dispatcher"
+        )
         for pool in self._pools.values():
             pool.expire()
         if self._nursery is not None:
@@ -521,7 +525,7 @@ class Dispatcher:
         started = trio.current_time()
         if self._state == "new":
             self._state = "closed"
-            self._close_intake()
+            self._close_intake(_FINALIZED)
             self._torn_down.set()
         self._begin_teardown(grace_period)
         await self._torn_down.wait()
@@ -529,7 +533,7 @@ class Dispatcher:
 
     @trio.lowlevel.enable_ki_protection
     def _begin_teardown(self, grace_period: float | None) -> None:
-        self._close_intake()
+        self._close_intake(_FINALIZED)
         if grace_period is None or self._torn_down.is_set():
             return
         deadline = trio.current_time() + grace_period

@@ -52,6 +52,8 @@ class JobsFailed(ExceptionGroup[Exception]):
     ``on_error="raise"`` by the first :meth:`Dispatcher.barrier` or
     :meth:`Dispatcher.finalize` to complete that covers the failed jobs; each
     failure is raised once. Catch it with ``except* SomeError`` or as a whole.
+    The group holds the failures of ``"raise"`` pools only; ``report`` counts
+    the failed jobs of every pool the barrier covered.
     """
 
     report: BatchReport

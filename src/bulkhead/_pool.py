@@ -107,6 +107,7 @@ class _Pool:
     epoch: int = 0
     """Barrier epoch that newly accepted jobs belong to."""
     closed: bool = False
+    _closed_reason: str = ""
     _stopping: bool = False
     _expired: bool = False
     _idle: list[Task] = attrs.field(factory=list)
@@ -147,7 +148,7 @@ class _Pool:
     def refuse_if_full(self) -> None:
         """Raise what ``dispatch_nowait`` would raise now, if it would refuse."""
         if self.closed:
-            raise DispatcherClosed("the dispatcher is finalizing: intake has stopped")
+            raise self._closed_error()
         if self._dispatchers or not (
             self._idle or len(self._queue) < self.config.queue
         ):
@@ -183,7 +184,7 @@ class _Pool:
         Refuses while a dispatcher is parked, so it never barges.
         """
         if self.closed:
-            raise DispatcherClosed("the dispatcher is finalizing: intake has stopped")
+            raise self._closed_error()
         if self._dispatchers:
             return False
         if self._idle:
@@ -246,18 +247,24 @@ class _Pool:
 
     # --------------------------------------------------------------- shutdown
 
+    def _closed_error(self) -> DispatcherClosed:
+        return DispatcherClosed(
+            f"the dispatcher takes no more jobs: {self._closed_reason}"
+        )
+
     @trio.lowlevel.enable_ki_protection
-    def close(self) -> None:
-        """Stop intake: every parked dispatcher gets DispatcherClosed. Idempotent."""
-        self.closed = True
+    def close(self, reason: str) -> None:
+        """Stop intake: every parked dispatcher gets DispatcherClosed.
+
+        Idempotent; the first reason given is the one every later dispatch
+        is told.
+        """
+        if not self.closed:
+            self.closed = True
+            self._closed_reason = reason
         waiting, self._dispatchers = self._dispatchers, {}
         for task in waiting:
-            reschedule(
-                task,
-                outcome.Error(
-                    DispatcherClosed("the dispatcher is finalizing: intake has stopped")
-                ),
-            )
+            reschedule(task, outcome.Error(self._closed_error()))
 
     @trio.lowlevel.enable_ki_protection
     def stop(self) -> None:
