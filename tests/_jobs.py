@@ -34,13 +34,12 @@ async def hang_until(event: trio.Event) -> None:
     await event.wait()
 
 
-def live_bulkhead_tasks() -> list[str]:
-    """Names of the dispatcher tasks alive in this trio run."""
-    names: list[str] = []
+def all_tasks() -> list[trio.lowlevel.Task]:
+    """Every task alive in this trio run."""
+    tasks: list[trio.lowlevel.Task] = []
 
     def walk(task: trio.lowlevel.Task) -> None:
-        if task.name.startswith("bulkhead"):
-            names.append(task.name)
+        tasks.append(task)
         for nursery in task.child_nurseries:
             for child in nursery.child_tasks:
                 walk(child)
@@ -48,4 +47,9 @@ def live_bulkhead_tasks() -> list[str]:
     root = trio.lowlevel.current_root_task()
     assert root is not None
     walk(root)
-    return names
+    return tasks
+
+
+def live_bulkhead_tasks() -> list[str]:
+    """Names of the dispatcher tasks alive in this trio run."""
+    return [task.name for task in all_tasks() if task.name.startswith("bulkhead")]

@@ -17,23 +17,7 @@ from trio.testing import wait_all_tasks_blocked
 import bulkhead
 from bulkhead import Job, JobState, PoolConfig, Retry
 
-from ._jobs import fail, hang_until, live_bulkhead_tasks, noop, sleep_then
-
-
-def all_tasks() -> list[trio.lowlevel.Task]:
-    """Every live task of this run, found by walking the task tree."""
-    tasks: list[trio.lowlevel.Task] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        tasks.append(task)
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    walk(root)
-    return tasks
+from ._jobs import all_tasks, fail, hang_until, live_bulkhead_tasks, noop, sleep_then
 
 
 def live_jobs() -> int:
