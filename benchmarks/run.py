@@ -4,12 +4,17 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/run.py            # full run, about 2 minutes
     .venv/bin/python benchmarks/run.py --quick    # smoke run, about 10 seconds
+    .venv/bin/python benchmarks/run.py --smoke    # every scenario once, toy sizes, ~5 s
 
 One process measures every scenario; inside a scenario the contenders run
 interleaved, best of k. The report goes to stdout (progress to stderr) and every
-figure to ``benchmarks/results/latest.json`` (a ``--quick`` run writes to the
-temporary directory instead, unless ``--output`` says where). ``plot.py`` draws
-the JSON, ``table.py`` prints it as markdown.
+figure to ``benchmarks/results/latest.json`` (a ``--quick`` or ``--smoke`` run
+writes to the temporary directory instead, unless ``--output`` says where).
+``plot.py`` draws the JSON, ``table.py`` prints it as markdown.
+
+``--smoke`` runs the ``--quick`` scenarios at toy sizes, once each: its figures
+mean nothing, it only shows that every scenario still runs and reports (the
+unit suite runs it, in ``tests/test_benchmarks.py``).
 
 Alternatives that are not dependencies of bulkhead (anyio, aiometer, aiojobs)
 come with the ``bench`` extra; a missing one is skipped and named in the report.
@@ -38,6 +43,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUTPUT = HERE / "results" / "latest.json"
 SCENARIOS = ("throughput", "rounds", "isolation", "memory", "scaling")
+SMOKE: dict[str, Any] = {
+    "repeat": 1,
+    "jobs": 200,
+    "rounds": 3,
+    "per_round": 32,
+    "flood": 20,
+    "probes": 5,
+    "isolation_repeat": 1,
+    "memory_traced_jobs": 400,
+    "memory_jobs": 400,
+    "scaling_jobs": 100,
+    "scaling_pools": (1, 8),
+    "scaling_workers": (1, 64),
+    "scaling_repeat": 1,
+}
+"""What ``--smoke`` changes in the ``--quick`` settings."""
 
 
 def _import_bulkhead_cases() -> ModuleType | None:
@@ -83,8 +104,14 @@ def _commit() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick", action="store_true", help="small smoke run (about 10 s)"
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every scenario once at toy sizes (about 5 s); figures mean nothing",
     )
     parser.add_argument(
         "--only",
@@ -115,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
 
-    settings = _scenarios.QUICK if args.quick else _scenarios.FULL
+    profile = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.smoke:
+        settings = dataclasses.replace(_scenarios.QUICK, **SMOKE)
+    else:
+        settings = _scenarios.QUICK if args.quick else _scenarios.FULL
     if args.repeat is not None:
         settings = dataclasses.replace(settings, repeat=args.repeat)
     if args.memory_jobs is not None:
@@ -149,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     data["targets"] = _scenarios.targets(data)
     data["meta"] = {
         "quick": settings.quick,
+        "profile": profile,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),
@@ -167,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output
     if output is None:
         output = (
-            Path(tempfile.gettempdir()) / "bulkhead-bench-quick.json"
+            Path(tempfile.gettempdir()) / f"bulkhead-bench-{profile}.json"
             if settings.quick
             else DEFAULT_OUTPUT
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -137,6 +138,16 @@ async def open_checked(
         yield d
         finished = True
     assert finished, "the dispatcher tore itself down under the test"
+
+
+def jobs_failed(failed: str, jobs: int) -> pytest.RaisesGroup[ValueError]:
+    """Expects the JobsFailed of a batch of ``jobs`` whose one failure is the
+    ValueError raised by the test job named ``failed``."""
+    return pytest.RaisesGroup(
+        pytest.RaisesExc(ValueError, match=rf"^{re.escape(failed)}$"),
+        match=rf"^1 of {jobs} jobs failed$",
+        check=lambda group: isinstance(group, bulkhead.JobsFailed),
+    )
 
 
 def assert_consistent(d: bulkhead.Dispatcher) -> None:
@@ -324,12 +335,12 @@ async def test_cancelled_barrier_claims_nothing_at_any_checkpoint(
             if result.cancelled:
                 # Claimed nothing: the next barrier reports every job and
                 # raises the failure.
-                with pytest.RaisesGroup(ValueError) as caught:
+                with jobs_failed("fails 1", jobs=3) as caught:
                     await d.barrier()
                 assert isinstance(caught.value, bulkhead.JobsFailed)
                 assert caught.value.report.jobs == 3
             else:
-                with pytest.RaisesGroup(ValueError) as caught:
+                with jobs_failed("fails 1", jobs=covered) as caught:
                     result.get()
                 assert isinstance(caught.value, bulkhead.JobsFailed)
                 assert caught.value.report.jobs == covered
@@ -403,14 +414,18 @@ async def test_cancelled_finalize_caller_leaves_and_teardown_goes_on(
             assert closed == ["blocked"]
             assert jobs.ran["blocked"] == 0
             assert d.statistics().closed
-            with pytest.raises(bulkhead.DispatcherClosed):
+            with pytest.raises(
+                bulkhead.DispatcherClosed,
+                match=r"^the dispatcher takes no more jobs: finalize\(\) has begun; "
+                r"dispatch before finalizing$",
+            ):
                 d.dispatch_nowait(jobs.hang, "late", 1, priority=1)
             assert_consistent(d)
             if result.cancelled:
                 # The teardown it started goes on; its failures are raised
                 # once, by the next finalize.
                 failure: contextlib.AbstractContextManager[Any] = (
-                    pytest.RaisesGroup(ValueError)
+                    jobs_failed("running", jobs=2)
                     if grace_period is None
                     else contextlib.nullcontext()
                 )
@@ -418,7 +433,7 @@ async def test_cancelled_finalize_caller_leaves_and_teardown_goes_on(
                     await d.finalize()
             else:
                 if grace_period is None:
-                    with pytest.RaisesGroup(ValueError):
+                    with jobs_failed("running", jobs=2):
                         result.get()
                 else:
                     assert result.get() is None
@@ -560,6 +575,7 @@ async def test_open_dispatcher_cancelled_as_it_becomes_ready_does_not_enter() ->
         trio.lowlevel.add_instrument(instrument)
         try:
             async with bulkhead.open_dispatcher({1: 2}) as d:
+                body.append("entered")
                 try:
                     d.dispatch_nowait(jobs.hang, "first", 1, priority=1)
                     body.append("accepted")
@@ -568,5 +584,11 @@ async def test_open_dispatcher_cancelled_as_it_becomes_ready_does_not_enter() ->
         finally:
             trio.lowlevel.remove_instrument(instrument)
     assert scope.cancelled_caught
-    assert body in ([], ["accepted"])
+    # Between the instrument going in and the body, the opener is scheduled
+    # only once: woken by the last worker to get ready. So the cancellation
+    # always lands there, and entering raised Cancelled. The bug entered and
+    # was refused (["entered", "refused: ..."]); ["entered", "accepted"] would
+    # hand out a cancelled dispatcher whose workers are being torn down.
+    assert body == []
+    assert jobs.ran == {}
     assert live_bulkhead_tasks() == []
