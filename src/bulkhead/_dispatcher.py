@@ -13,10 +13,8 @@ one pool never split, and pile up, the batches of another.
 from __future__ import annotations
 
 import contextvars
-import inspect
 import itertools
 import math
-import pickle
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import MappingProxyType
@@ -31,10 +29,10 @@ from ._policy import (
     OnError,
     PoolConfig,
     Retry,
+    check_count,
     check_on_error,
     check_priority,
     check_seconds,
-    is_async_callable,
 )
 from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
@@ -106,6 +104,10 @@ class Dispatcher:
       default_priority: the pool :meth:`dispatch` uses when given no priority.
       on_error: the error policy of pools that set none: ``"raise"``,
         ``"record"``, ``"cancel"`` or a callable ``handler(job, exc)``.
+      keep_failures: under ``"raise"``, the most exceptions kept per pool and
+        batch for :exc:`JobsFailed`; further failures are counted in its
+        message and report and stay in their :class:`Job` handles, so a
+        long-running dispatcher that never calls :meth:`barrier` stays flat.
 
     Raises:
       TypeError: for a pool configuration or option of the wrong type.
@@ -121,6 +123,7 @@ class Dispatcher:
     _ready: trio.Event
     _unready: int
     _live_tasks: int
+    _spawning: bool
     _torn_down: trio.Event
     _grace_scope: trio.CancelScope | None
 
@@ -130,13 +133,16 @@ class Dispatcher:
         *,
         default_priority: int | None = None,
         on_error: OnError = "raise",
+        keep_failures: int = 100,
     ) -> None:
         on_error = check_on_error(on_error)
+        check_count(keep_failures, "keep_failures", minimum=1)
         configs = _pool_configs(pools)
         self._pools = {
             config.priority: _Pool(
                 config,
                 on_error if config.on_error is None else config.on_error,
+                keep_failures,
                 self,
                 self._abort,
             )
@@ -151,8 +157,8 @@ class Dispatcher:
         self._nursery = None
         self._ready = trio.Event()
         self._unready = sum(config.workers for config in configs)
-        # Workers, plus one host task per process pool.
-        self._live_tasks = self._unready + sum(c.kind == "process" for c in configs)
+        self._live_tasks = 0
+        self._spawning = False
         self._torn_down = trio.Event()
         self._grace_scope = None
 
@@ -186,16 +192,28 @@ class Dispatcher:
         self._check_new()
         self._state = "open"
         self._nursery = nursery
-        for pool in self._pools.values():
-            if pool.config.kind == "process":
-                await nursery.start(self._host_processes, pool)
-        for pool in self._pools.values():
-            for index in range(pool.config.workers):
-                nursery.start_soon(
-                    self._worker,
-                    pool,
-                    name=f"bulkhead worker {pool.config.priority}#{index}",
-                )
+        # Tasks are counted as they are spawned (each one's first step is
+        # inside its try/finally), so a startup cancelled half-way still
+        # tears down to zero and a later finalize() returns.
+        self._spawning = True
+        try:
+            for pool in self._pools.values():
+                if pool.config.kind == "process":
+                    self._live_tasks += 1
+                    await nursery.start(self._host_processes, pool)
+            for pool in self._pools.values():
+                for index in range(pool.config.workers):
+                    self._live_tasks += 1
+                    pool.live_workers += 1
+                    nursery.start_soon(
+                        self._worker,
+                        pool,
+                        name=f"bulkhead worker {pool.config.priority}#{index}",
+                    )
+        finally:
+            self._spawning = False
+            if not self._live_tasks:
+                self._tore_down()
         await self._ready.wait()
         # Woken by the last worker, but cancelled since: the workers are dying,
         # so do not hand out a dispatcher that cannot take a job.
@@ -229,9 +247,12 @@ class Dispatcher:
 
     def _task_exited(self) -> None:
         self._live_tasks -= 1
-        if not self._live_tasks:
-            self._state = "closed"
-            self._torn_down.set()
+        if not self._live_tasks and not self._spawning:
+            self._tore_down()
+
+    def _tore_down(self) -> None:
+        self._state = "closed"
+        self._torn_down.set()
 
     @trio.lowlevel.enable_ki_protection
     def _close_intake(self, reason: str) -> None:
@@ -296,9 +317,7 @@ class Dispatcher:
             check_priority(priority)
         pool = self._pools.get(priority) or self._pool(priority)
         config = pool.config
-        if fn is not pool.checked_fn:
-            _check_function(fn, config.kind)
-            pool.checked_fn = fn
+        pool.check_function(fn)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
         if timeout is None:
@@ -324,6 +343,7 @@ class Dispatcher:
         )
         return pool, job
 
+    @trio.lowlevel.enable_ki_protection
     async def dispatch(
         self,
         fn: Callable[..., Any],
@@ -443,6 +463,7 @@ class Dispatcher:
                 "from the task that dispatched the jobs instead"
             )
 
+    @trio.lowlevel.enable_ki_protection
     async def barrier(self, priority: int | None = None) -> BatchReport:
         """Wait until every job accepted before this call has ended.
 
@@ -489,13 +510,19 @@ class Dispatcher:
         )
         failures = [exc for b in batches for exc in b.failures]
         if failures:
-            raise JobsFailed(
-                f"{len(failures)} of {report.jobs} jobs failed", failures, report
-            )
+            unkept = sum(b.unkept_failures for b in batches)
+            message = f"{len(failures) + unkept} of {report.jobs} jobs failed"
+            if unkept:
+                message += (
+                    f"; the first {len(failures)} are in this group, the other "
+                    f"{unkept} only in their Job handles (keep_failures)"
+                )
+            raise JobsFailed(message, failures, report)
         return report
 
     # ------------------------------------------------------------- finalize
 
+    @trio.lowlevel.enable_ki_protection
     async def finalize(self, grace_period: float | None = None) -> None:
         """Stop intake, let accepted jobs finish, then stop every worker.
 
@@ -524,9 +551,8 @@ class Dispatcher:
         await trio.lowlevel.checkpoint_if_cancelled()
         started = trio.current_time()
         if self._state == "new":
-            self._state = "closed"
             self._close_intake(_FINALIZED)
-            self._torn_down.set()
+            self._tore_down()
         self._begin_teardown(grace_period)
         await self._torn_down.wait()
         self._report([(pool, None) for pool in self._pools.values()], started)
@@ -567,45 +593,13 @@ class Dispatcher:
         return f"<bulkhead.Dispatcher {self._state} at {id(self):#x}, pools {pools}>"
 
 
-def _check_function(fn: object, kind: str) -> None:
-    """Reject what the pool could never call, before anything is accepted."""
-    if inspect.iscoroutine(fn):
-        fn.close()
-        raise TypeError(
-            f"dispatch() got a coroutine object {fn!r} instead of a function: "
-            "did you mean dispatch(f, x) instead of dispatch(f(x))?"
-        )
-    if not callable(fn):
-        raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
-    if kind == "async":
-        if not is_async_callable(fn):
-            raise TypeError(
-                f"{fn!r} is not an async function, but this is an async pool: "
-                "make it `async def`, or dispatch it to a "
-                'PoolConfig(kind="thread") pool'
-            )
-    elif is_async_callable(fn):
-        raise TypeError(
-            f"{fn!r} is an async function, but this is a {kind} pool that calls "
-            "sync functions: dispatch it to an async pool"
-        )
-    if kind == "process":
-        try:
-            pickle.dumps(fn)
-        except Exception as exc:
-            raise TypeError(
-                f"{fn!r} cannot be sent to a worker process ({exc}): a process "
-                "pool needs a picklable function, such as one defined at module "
-                "level (not a lambda or a local function)"
-            ) from None
-
-
 @asynccontextmanager
 async def open_dispatcher(
     pools: Mapping[_P, int] | Iterable[PoolConfig],
     *,
     default_priority: int | None = None,
     on_error: OnError = "raise",
+    keep_failures: int = 100,
 ) -> AsyncIterator[Dispatcher]:
     """Open a :class:`Dispatcher` whose pools live in a nursery of their own.
 
@@ -625,7 +619,12 @@ async def open_dispatcher(
 
     It takes the arguments of :class:`Dispatcher`.
     """
-    dispatcher = Dispatcher(pools, default_priority=default_priority, on_error=on_error)
+    dispatcher = Dispatcher(
+        pools,
+        default_priority=default_priority,
+        on_error=on_error,
+        keep_failures=keep_failures,
+    )
     failure: JobsFailed | None = None
     async with trio.open_nursery() as nursery:
         try:

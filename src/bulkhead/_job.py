@@ -73,7 +73,7 @@ class Job(metaclass=_NoPublicConstructor):
     """Unique within the process, increasing in dispatch order."""
     priority: int
     """The priority of the pool that runs the job."""
-    _fn: Callable[..., Any]
+    _fn: Callable[..., Any] | None
     _args: tuple[Any, ...] | None
     _context: contextvars.Context | None
     _name: str | None
@@ -99,7 +99,7 @@ class Job(metaclass=_NoPublicConstructor):
         """The name given to dispatch, else the function's qualified name."""
         if self._name is not None:
             return self._name
-        fn = self._fn
+        fn: object = self._fn
         while isinstance(fn, functools.partial):
             fn = fn.func
         return getattr(fn, "__qualname__", None) or repr(fn)
@@ -153,7 +153,11 @@ class Job(metaclass=_NoPublicConstructor):
     def _end(self, state: JobState, result: Value[Any] | Error) -> None:
         self.state = state
         self.outcome = result
-        self._args = self._context = self._scope = self._batch = None
+        # A handle kept after its job ended pins nothing the job used: not
+        # its arguments, nor its function (a partial's arguments, a bound
+        # method's instance); its name is all that is left of it.
+        self._name = self.name
+        self._fn = self._args = self._context = self._scope = self._batch = None
         if self._done is not None:
             self._done.set()
 

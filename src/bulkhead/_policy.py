@@ -11,7 +11,7 @@ import inspect
 import math
 import random
 from collections.abc import Callable
-from typing import Any, Literal, TypeAlias, final
+from typing import Any, Literal, TypeAlias, TypeGuard, final
 
 import attrs
 
@@ -34,7 +34,7 @@ class Priority(enum.IntEnum):
     URGENT = 4
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -45,7 +45,16 @@ def check_priority(value: object, what: str = "priority") -> int:
             f"{what} must be an int (or an IntEnum such as Priority.HIGH), "
             f"got {value!r}"
         )
-    return value  # type: ignore[return-value]
+    return value
+
+
+def check_count(value: object, what: str, *, minimum: int) -> int:
+    """Validate a whole number (not a bool) of at least ``minimum``."""
+    if not _is_count(value):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value!r}")
+    return value
 
 
 def check_seconds(value: object, what: str, *, optional: bool = True) -> float | None:
@@ -88,10 +97,7 @@ def check_on_error(value: object, what: str = "on_error") -> OnError:
 
 def _validate_count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not _is_count(value):
-            raise TypeError(f"{attribute.name} must be an int, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{attribute.name} must be >= {minimum}, got {value!r}")
+        check_count(value, attribute.name, minimum=minimum)
 
     return check
 

@@ -29,8 +29,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import pickle
 import reprlib
+import sys
 import types
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeAlias
@@ -43,8 +46,11 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 
 from ._errors import DispatcherClosed
 from ._job import Job, JobState
-from ._policy import OnError, PoolConfig, Retry
+from ._policy import OnError, PoolConfig, Retry, is_async_callable
 from ._stats import PoolStatistics, _Batch
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 Outcome: TypeAlias = Value[Any] | Error
 """How an attempt or a job ended (``outcome.Outcome`` is not a union mypy narrows)."""
@@ -83,6 +89,58 @@ def _in_context(
             send, error = None, exc
 
 
+def _own_failure(exc: BaseException, scope: trio.CancelScope) -> Error:
+    """The job's own failure inside a ``BaseException`` it raised, else re-raise.
+
+    A job cancelled while it fails (a nursery whose child raises during its
+    cleanup) raises a group of ``Cancelled`` and its errors. When ``scope``, the
+    worker's, was cancelled (``job.cancel()``, a grace period), that
+    ``Cancelled`` is the job's cancellation and the errors are its outcome.
+    Anything else is not the job's to keep: a bare ``Cancelled``, a
+    cancellation from outside (the dispatcher's teardown), KeyboardInterrupt
+    and SystemExit propagate.
+    """
+    if scope.cancel_called and isinstance(exc, BaseExceptionGroup):
+        failures, others = exc.split(Exception)
+        only_cancelled = others is not None and others.split(trio.Cancelled)[1] is None
+        if failures is not None and only_cancelled:
+            return Error(failures)
+    raise exc
+
+
+def check_function(fn: object, kind: str) -> None:
+    """Reject what the pool could never call, before anything is accepted."""
+    if inspect.iscoroutine(fn):
+        fn.close()
+        raise TypeError(
+            f"dispatch() got a coroutine object {fn!r} instead of a function: "
+            "did you mean dispatch(f, x) instead of dispatch(f(x))?"
+        )
+    if not callable(fn):
+        raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
+    if kind == "async":
+        if not is_async_callable(fn):
+            raise TypeError(
+                f"{fn!r} is not an async function, but this is an async pool: "
+                "make it `async def`, or dispatch it to a "
+                'PoolConfig(kind="thread") pool'
+            )
+    elif is_async_callable(fn):
+        raise TypeError(
+            f"{fn!r} is an async function, but this is a {kind} pool that calls "
+            "sync functions: dispatch it to an async pool"
+        )
+    if kind == "process":
+        try:
+            pickle.dumps(fn)
+        except Exception as exc:
+            raise TypeError(
+                f"{fn!r} cannot be sent to a worker process ({exc}): a process "
+                "pool needs a picklable function, such as one defined at module "
+                "level (not a lambda or a local function)"
+            ) from None
+
+
 def import_trio_parallel() -> Any:
     """trio_parallel, or an ImportError that names the extra to install."""
     try:
@@ -100,6 +158,8 @@ class _Pool:
 
     config: PoolConfig
     on_error: OnError
+    keep_failures: int
+    """Most failures one batch keeps for JobsFailed; the rest are counted."""
     owner: object
     """The dispatcher, used to recognise its own jobs (RUNNING_JOB)."""
     on_crash: Callable[[], None]
@@ -121,11 +181,13 @@ class _Pool:
     _limiter: trio.CapacityLimiter | None = None
     worker_tasks: set[Task] = attrs.field(factory=set)
     """The pool's live worker tasks, to recognise a job's own task tree."""
-    checked_fn: object = None
-    """The last function validated for this pool: loops skip re-checking it."""
+    _checked_fn: weakref.ref[Any] | None = None
+    """The last function validated for this pool, so loops skip re-checking
+    it; weakly held, so a finished job's function (and what a partial or a
+    bound method holds) is not kept alive."""
     processes: Any = None
     """The pool's own ``trio_parallel.WorkerContext`` (process pools only)."""
-    live_workers: int = attrs.field(init=False)
+    live_workers: int = 0
     workers_exited: trio.Event = attrs.field(init=False, factory=trio.Event)
     _abandoned: int = 0
     _submitted: int = 0
@@ -138,12 +200,22 @@ class _Pool:
     _rejected: int = 0
 
     def __attrs_post_init__(self) -> None:
-        self.live_workers = self.config.workers
         if self.config.kind != "async":
             # Its own limiter: the libraries' default ones are shared program-wide.
             self._limiter = trio.CapacityLimiter(self.config.workers)
 
     # ----------------------------------------------------------------- intake
+
+    def check_function(self, fn: Callable[..., Any]) -> None:
+        """Reject what this pool could never call, before anything is accepted."""
+        checked = self._checked_fn
+        if checked is not None and checked() is fn:
+            return
+        check_function(fn, self.config.kind)
+        try:
+            self._checked_fn = weakref.ref(fn)
+        except TypeError:  # not weakly referenceable: checked every time
+            self._checked_fn = None
 
     def refuse_if_full(self) -> None:
         """Raise what ``dispatch_nowait`` would raise now, if it would refuse."""
@@ -162,11 +234,14 @@ class _Pool:
             self._rejected += 1
             raise trio.WouldBlock
 
+    @trio.lowlevel.enable_ki_protection
     async def wait_to_accept(self, job: Job) -> None:
         """Park the caller until a worker or queue slot takes ``job``.
 
         For a caller whose ``try_accept`` just failed. Atomic under
-        cancellation: if this raises, the job was not accepted.
+        cancellation and KeyboardInterrupt: if this raises, the job was not
+        accepted (KI-protected, so Ctrl-C cannot land between registering and
+        parking).
         """
         task = current_task()
         self._dispatchers[task] = job
@@ -302,7 +377,6 @@ class _Pool:
             idle.remove(task)
             return Abort.SUCCEEDED
 
-        RUNNING_JOB.set((self.owner, self.config.priority))
         self.worker_tasks.add(task)
         ready()
         job: Job | None = None
@@ -316,8 +390,7 @@ class _Pool:
                         if job is None:
                             if self._stopping:
                                 return
-                            idle.append(task)
-                            job = await wait_task_rescheduled(unpark)
+                            job = await self._park_idle(task, unpark)
                             if job is None:  # stop() woke it
                                 return
                         job._scope = scope
@@ -331,29 +404,45 @@ class _Pool:
                                 result = Value(await self._invoke(job))
                             except Exception as exc:
                                 result = Error(exc)
+                            except BaseException as exc:
+                                result = _own_failure(exc, scope)
                         else:
-                            result = await self._attempts(job)
+                            result = await self._attempts(job, scope)
                         # A cancel that came too late to interrupt still used
                         # up the scope.
                         cancelled = job._cancel_requested
-                        ended, job = job, None
-                        thread = self._end(ended, result)
-                        del ended, result  # keep no reference to a finished job
+                        # Ended before it is forgotten: a KeyboardInterrupt
+                        # in between is caught below, where an ended job is
+                        # never ended twice.
+                        thread = self._end(job, result)
+                        job = result = None  # keep no reference to a finished job
                         if thread is not None:
                             await self._hold_for_abandoned(thread)
                 if job is not None:  # job.cancel() fired the scope mid-job
-                    ended, job = job, None
-                    thread = self._end(ended, None)
-                    del ended
+                    thread = self._end(job, None)
+                    job = None
                     if thread is not None:
                         await self._hold_for_abandoned(thread)
         except BaseException:
-            if job is not None:
+            if job is not None and job.outcome is None:
                 self._end(job, None)
             self.on_crash()
             raise
         finally:
             self.worker_tasks.discard(task)
+
+    @trio.lowlevel.enable_ki_protection
+    async def _park_idle(
+        self, task: Task, unpark: Callable[[Any], Abort]
+    ) -> Job | None:
+        """Register as idle and park until handed a job (None: the pool stops).
+
+        KI-protected: Ctrl-C between registering and parking would leave a
+        registered worker that is not parked.
+        """
+        self._idle.append(task)
+        job: Job | None = await wait_task_rescheduled(unpark)
+        return job
 
     async def _hold_for_abandoned(self, thread_done: trio.Event) -> None:
         """Keep this worker's slot until an abandoned thread really returns."""
@@ -368,11 +457,11 @@ class _Pool:
                 self._abandon_scopes.discard(scope)
                 self._abandoned -= 1
 
-    async def _attempts(self, job: Job) -> Outcome:
+    async def _attempts(self, job: Job, scope: trio.CancelScope) -> Outcome:
         """Run the job's attempts, with its timeout and retries.
 
         Cancellation of the job propagates as ``trio.Cancelled`` to the
-        worker's scope.
+        worker's ``scope``.
         """
         retry = job._retry
         timeout = job._timeout
@@ -383,8 +472,10 @@ class _Pool:
                     return Value(await self._invoke(job))
                 with trio.fail_after(timeout) as deadline:
                     return Value(await self._invoke(job))
-            except Exception as exc:
-                if timeout is not None and deadline.cancelled_caught:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    return _own_failure(exc, scope)  # cancelled: no retry
+                if timeout is not None and deadline.cancel_called:
                     self._timed_out += 1
                 if (
                     retry is None
@@ -404,14 +495,15 @@ class _Pool:
 
     def _invoke(self, job: Job) -> Awaitable[Any]:
         """Start one attempt of ``job``; returns what the worker awaits."""
-        args = job._args
+        fn, args = job._fn, job._args
+        assert fn is not None
         assert args is not None
         kind = self.config.kind
         if kind == "async":
             context = job._context
             if context is None:
-                return job._fn(*args)  # type: ignore[no-any-return]
-            coro = context.run(job._fn, *args)
+                return fn(*args)  # type: ignore[no-any-return]
+            coro = context.run(fn, *args)
             if not inspect.iscoroutine(coro):
                 raise TypeError(
                     f"{job.name} returned {reprlib.repr(coro)}, not a coroutine: "
@@ -423,20 +515,28 @@ class _Pool:
             return self._call_in_thread(job)
         # Killing the worker process really stops the job: no abandonment.
         return self.processes.run_sync(  # type: ignore[no-any-return]
-            job._fn, *args, kill_on_cancel=True, limiter=self._limiter
+            fn, *args, kill_on_cancel=True, limiter=self._limiter
         )
 
     async def _call_in_thread(self, job: Job) -> Any:
         fn, args, context = job._fn, job._args, job._context
+        assert fn is not None
         assert args is not None
-        if context is not None:  # lets barrier() see it is inside a job
-            context.run(RUNNING_JOB.set, (self.owner, self.config.priority))
+        # Lets barrier() see it is inside a job, from the thread and from the
+        # tasks it calls back into trio through (they run in its context).
+        running_job = (self.owner, self.config.priority)
+        if context is not None:
+            context.run(RUNNING_JOB.set, running_job)
         token = trio.lowlevel.current_trio_token()
         returned = trio.Event()
 
         def in_thread() -> Any:
             try:
-                return fn(*args) if context is None else context.run(fn, *args)
+                if context is None:
+                    # The thread runs in its own copy of the worker's context.
+                    RUNNING_JOB.set(running_job)
+                    return fn(*args)
+                return context.run(fn, *args)
             finally:
                 with contextlib.suppress(trio.RunFinishedError):  # run already over
                     token.run_sync_soon(returned.set)
@@ -455,6 +555,7 @@ class _Pool:
 
     # ------------------------------------------------------------- accounting
 
+    @trio.lowlevel.enable_ki_protection
     def _end(self, job: Job, result: Outcome | None) -> trio.Event | None:
         """Record how ``job`` ended; under "cancel" or a handler this may raise.
 
@@ -485,7 +586,10 @@ class _Pool:
     def _on_failure(self, job: Job, batch: _Batch, error: BaseException) -> None:
         assert isinstance(error, Exception)  # only Exceptions become failures
         if self.on_error == "raise":
-            batch.failures.append(error)
+            if len(batch.failures) < self.keep_failures:
+                batch.failures.append(error)
+            else:
+                batch.unkept_failures += 1
         elif self.on_error == "cancel":
             raise error
         elif callable(self.on_error):

@@ -111,7 +111,10 @@ class _Batch:
     failed: int = 0
     cancelled: int = 0
     failures: list[Exception] = attrs.field(factory=list)
-    """Only filled under ``on_error="raise"``; dropped once reported."""
+    """Only filled under ``on_error="raise"``, up to the dispatcher's
+    ``keep_failures``; dropped once reported."""
+    unkept_failures: int = 0
+    """Failures beyond ``keep_failures``: counted, not kept."""
     _drained: trio.Event | None = None
 
     def drained(self) -> trio.Event:
