@@ -242,6 +242,9 @@ class MJob:
     """Acceptance order; None if never accepted."""
     accepted_at: float | None = None
     attempts: int = 0
+    calls: int = 0
+    """Attempts whose function was called (the first begins at hand-off, so a
+    job cancelled before its worker ran it has one attempt and no call)."""
     in_attempt: bool = False
     """Inside its function (else backing off, or not running)."""
     until: float = math.inf
@@ -380,8 +383,10 @@ class Model:
         elif not pool.waiting and len(pool.running) < pool.spec.workers:
             self._accept(pool, job)
             if job.work.cancelled_at_once:
-                # Handed off, cancelled before its worker ran: never started.
+                # Handed off, cancelled before its worker called it: its first
+                # attempt began with the hand-off, its function never ran.
                 job.state = "running"
+                job.attempts = 1
                 pool.count["started"] += 1
                 self._end(pool, job, "cancelled", "JobCancelled")
                 self.situations.add("job cancelled between hand-off and start")
@@ -414,6 +419,7 @@ class Model:
 
     def _begin_attempt(self, job: MJob) -> None:
         job.attempts += 1
+        job.calls += 1
         job.in_attempt = True
         if job.work.duration is not None:
             duration = float(job.work.duration)
@@ -824,7 +830,8 @@ def check_job(h: Harness, job: MJob) -> None:
     handle = h.handles[key]
     assert handle.priority == job.pool
     assert handle.state is JobState[job.state.upper()], f"state of #{key}"
-    assert handle.attempts == h.attempts[key] == job.attempts, f"attempts of #{key}"
+    assert handle.attempts == job.attempts, f"attempts of #{key}"
+    assert h.attempts[key] == job.calls, f"calls of #{key}"
     if job.state in TERMINAL:
         assert describe(handle.outcome) == expected_outcome(job), f"outcome of #{key}"
         first = h.terminal.setdefault(key, (handle.state, handle.outcome))

@@ -83,8 +83,9 @@ class Job(metaclass=_NoPublicConstructor):
     state: JobState = JobState.QUEUED
     """The current :class:`JobState`."""
     attempts: int = 0
-    """How many attempts have begun (0 until its worker starts the job, above 1
-    after retries)."""
+    """How many attempts have begun: 0 while ``QUEUED``; the first begins when
+    a worker takes the job (so a ``RUNNING`` job has at least 1, even if it is
+    cancelled before its function is called), and each retry adds one."""
     outcome: Value[Any] | Error | None = None
     """``None`` until the job ends, then an :class:`outcome.Value` or
     :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""

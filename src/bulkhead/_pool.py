@@ -264,7 +264,8 @@ class _Pool:
             return False
         if self._idle:
             self._accept(job)
-            job.state = JobState.RUNNING
+            job.state = JobState.RUNNING  # as _start(), inline on the hot path
+            job.attempts = 1
             self._started += 1
             self._running.add(job)
             reschedule(self._idle.pop(), Value(job))
@@ -284,7 +285,9 @@ class _Pool:
         job._batch = batch
 
     def _start(self, job: Job) -> None:
+        """A worker takes ``job``: its first attempt begins."""
         job.state = JobState.RUNNING
+        job.attempts = 1
         self._started += 1
         self._running.add(job)
 
@@ -399,7 +402,6 @@ class _Pool:
                             result = None
                         elif job._retry is None and job._timeout is None:
                             # The common case, without a coroutine frame per job.
-                            job.attempts = 1
                             try:
                                 result = Value(await self._invoke(job))
                             except Exception as exc:
@@ -466,7 +468,6 @@ class _Pool:
         retry = job._retry
         timeout = job._timeout
         while True:
-            job.attempts += 1
             try:
                 if timeout is None:
                     return Value(await self._invoke(job))
@@ -484,6 +485,7 @@ class _Pool:
                 ):
                     return Error(exc)
             await self._before_retry(job, retry)
+            job.attempts += 1
 
     async def _before_retry(self, job: Job, retry: Retry) -> None:
         self._retried += 1

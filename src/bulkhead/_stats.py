@@ -43,7 +43,8 @@ class PoolStatistics:
     submitted: int
     """Jobs accepted by the pool."""
     started: int
-    """Jobs handed to a worker (their first attempt began)."""
+    """Jobs a worker took: their first attempt began (:attr:`Job.attempts`
+    is 1 from then), counted by the time a rendezvous dispatch returns."""
     succeeded: int
     """Jobs that returned a value."""
     failed: int
