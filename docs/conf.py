@@ -73,6 +73,11 @@ nitpick_ignore = [
     ("py:class", "OnError"),
     ("py:class", "Kind"),
     ("py:class", "_P"),
+    # Type variables of Job[_R] and of dispatch's typed signature.
+    ("py:class", "_R"),
+    ("py:class", "_Args"),
+    ("py:class", "bulkhead._dispatcher._R"),
+    ("py:class", "bulkhead._job._R"),
     ("py:class", "Value"),
     ("py:class", "Error"),
 ]

@@ -207,8 +207,8 @@ async def test_barrier_from_inside_a_job_of_its_pool_is_an_error() -> None:
             job = await d.dispatch(fn, priority=1)
             with pytest.raises(RuntimeError, match=WAITS_FOR_ITSELF):
                 await job.wait()
-        job = await d.dispatch(waits_for_other_pool, priority=1)
-        assert await job.wait() == "ok"
+        other = await d.dispatch(waits_for_other_pool, priority=1)
+        assert await other.wait() == "ok"
 
 
 async def test_barrier_from_a_task_spawned_by_a_job_is_an_error_too() -> None:

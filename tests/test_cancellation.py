@@ -255,7 +255,7 @@ async def test_cancelled_dispatch_never_runs_and_returned_dispatch_runs_once(
             fillers = [f"filler {i}" for i in range(setup.busy + setup.queued)]
             for name in fillers:
                 await d.dispatch(jobs.hang, name, 1, priority=1)
-            accepted: dict[str, bulkhead.Job] = {}
+            accepted: dict[str, bulkhead.Job[Any]] = {}
 
             async def dispatch_in_background(name: str) -> None:
                 accepted[name] = await d.dispatch(jobs.hang, name, 1, priority=1)
@@ -501,7 +501,7 @@ async def test_cancelling_a_dispatcher_anywhere_in_its_lifetime_leaves_nothing(
 
     async def scenario(injector: Injector) -> None:
         jobs = Jobs()
-        accepted: dict[str, bulkhead.Job] = {}
+        accepted: dict[str, bulkhead.Job[Any]] = {}
 
         async def body(d: bulkhead.Dispatcher) -> None:
             if how != "open_dispatcher":

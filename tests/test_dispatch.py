@@ -422,7 +422,7 @@ async def test_a_coroutine_object_gets_the_did_you_mean_hint() -> None:
             r"instead of a function: did you mean dispatch\(f, x\) instead of "
             r"dispatch\(f\(x\)\)\?$",
         ):
-            await d.dispatch(coro, priority=1)  # type: ignore[arg-type]
+            await d.dispatch(coro, priority=1)  # type: ignore[call-overload]
         assert d.statistics().total.submitted == 0
 
 

@@ -159,7 +159,7 @@ async def test_jobs_failed_at_normal_exit_is_raised_as_is() -> None:
 async def test_an_exception_in_the_body_cancels_every_job_and_propagates(
     autojump_clock: Any,
 ) -> None:
-    jobs: list[bulkhead.Job] = []
+    jobs: list[bulkhead.Job[Any]] = []
     with pytest.RaisesGroup(pytest.RaisesExc(KeyError, match=r"body")):
         async with bulkhead.open_dispatcher([PoolConfig(1, 1, queue=1)]) as d:
             jobs.append(await d.dispatch(sleep_then, 10, priority=1))

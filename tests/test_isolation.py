@@ -104,8 +104,8 @@ async def test_an_async_job_failing_while_cancelled_fails_alone(
         if how != "grace period":
             # The failed job's worker is free again, the other pool unaffected.
             assert other.state is JobState.RUNNING
-            assert await (await d.dispatch(trio.sleep, 0, priority=1)).wait() is None
-        assert await other.wait() is None
+            await (await d.dispatch(trio.sleep, 0, priority=1)).wait()
+        await other.wait()
     stats = d.statistics().pools
     assert (stats[1].failed, stats[1].cancelled) == (1, 0)
     assert stats[1].timed_out == (1 if how == "timeout" else 0)
@@ -143,11 +143,11 @@ async def test_a_thread_job_failing_after_its_cancel_is_abandoned_alone(
             assert d.statistics().pools[1].abandoned == 1
             release.set()
             # The next job starts once the abandoned thread has returned.
-            assert await (await d.dispatch(sync_noop, priority=1)).wait() is None
+            await (await d.dispatch(sync_noop, priority=1)).wait()
             assert d.statistics().pools[1].abandoned == 0
             assert other.state is JobState.RUNNING
             other_release.set()
-            assert await other.wait() is None
+            await other.wait()
     finally:
         release.set()
     assert job.state is JobState.CANCELLED

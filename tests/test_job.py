@@ -19,7 +19,7 @@ from bulkhead import Job, JobCancelled, JobState, PoolConfig, Retry
 from ._jobs import fail, hang_until, noop, ret
 
 
-def state(job: Job) -> JobState:
+def state(job: Job[Any]) -> JobState:
     """Read ``job.state`` afresh (mypy would keep it narrowed across awaits)."""
     return job.state
 
@@ -37,7 +37,7 @@ async def test_wait_returns_the_value_to_every_waiter_as_often_as_called() -> No
     release = trio.Event()
     seen: list[Any] = []
     async with bulkhead.open_dispatcher({1: 1}) as d:
-        job = await d.dispatch(hang_until, release, priority=1)
+        job: bulkhead.Job[Any] = await d.dispatch(hang_until, release, priority=1)
 
         async def waiter() -> None:
             # Blocking path: the job has not ended yet.
@@ -52,13 +52,13 @@ async def test_wait_returns_the_value_to_every_waiter_as_often_as_called() -> No
             release.set()
         assert seen == [None, None, None]
 
-        job = await d.dispatch(ret, "value", priority=1)
-        assert await job.wait() == "value"
+        valued = await d.dispatch(ret, "value", priority=1)
+        assert await valued.wait() == "value"
         for _ in range(3):
             # Fast path: the job has ended; wait() still checkpoints.
             with assert_checkpoints():
-                assert await job.wait() == "value"
-        assert job.outcome == Value("value")
+                assert await valued.wait() == "value"
+        assert valued.outcome == Value("value")
 
 
 async def test_wait_raises_the_same_error_every_time_and_never_consumes_it() -> None:
@@ -109,7 +109,7 @@ async def test_cancelling_a_wait_leaves_the_job_running() -> None:
         assert scope.cancelled_caught
         assert job.state is JobState.RUNNING
         release.set()
-        assert await job.wait() is None
+        await job.wait()  # returns, raises nothing
         assert state(job) is JobState.SUCCEEDED
 
 
@@ -121,7 +121,7 @@ async def test_cancelled_queued_job_never_starts_its_slot_goes_to_the_head_waite
 ):
     release = trio.Event()
     ran: list[int] = []
-    accepted: dict[int, Job] = {}
+    accepted: dict[int, Job[Any]] = {}
 
     async def record(i: int) -> None:
         ran.append(i)
@@ -372,7 +372,7 @@ def test_job_has_no_public_constructor() -> None:
 
 
 async def test_repr_shows_id_name_priority_state_and_attempts_in_every_state() -> None:
-    def pattern(job: Job, name: str, state_name: str, attempts: int) -> str:
+    def pattern(job: Job[Any], name: str, state_name: str, attempts: int) -> str:
         return (
             rf"^<bulkhead\.Job #{job.id} '{name}' priority=-3 {state_name} "
             rf"attempts={attempts} at 0x[0-9a-f]+>$"
@@ -402,7 +402,7 @@ async def test_repr_shows_id_name_priority_state_and_attempts_in_every_state() -
 async def test_no_job_is_kept_alive_once_finished_and_dropped(
     autojump_clock: Any,
 ) -> None:
-    refs: list[weakref.ref[Job]] = []
+    refs: list[weakref.ref[Job[Any]]] = []
 
     async def sleep_then_fail(i: int) -> None:
         await trio.sleep(i % 3)
@@ -441,7 +441,7 @@ async def test_an_idle_worker_keeps_no_reference_to_its_last_job() -> None:
 
 
 async def test_failed_jobs_are_released_once_their_batch_is_reported() -> None:
-    refs: list[weakref.ref[Job]] = []
+    refs: list[weakref.ref[Job[Any]]] = []
     async with bulkhead.open_dispatcher({1: 2}, on_error="raise") as d:
         for i in range(50):
             refs.append(weakref.ref(await d.dispatch(fail, str(i), priority=1)))
@@ -452,7 +452,7 @@ async def test_failed_jobs_are_released_once_their_batch_is_reported() -> None:
 
 
 async def test_an_unreported_failure_does_not_pin_its_job() -> None:
-    refs: list[weakref.ref[Job]] = []
+    refs: list[weakref.ref[Job[Any]]] = []
     async with bulkhead.open_dispatcher({1: 2}, on_error="raise") as d:
         for i in range(10):
             refs.append(weakref.ref(await d.dispatch(fail, str(i), priority=1)))

@@ -47,7 +47,7 @@ def run_until_interrupted(main: Callable[[], Awaitable[None]]) -> None:
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-class InterruptOnRegister(dict[trio.lowlevel.Task, bulkhead.Job]):
+class InterruptOnRegister(dict[trio.lowlevel.Task, bulkhead.Job[Any]]):
     """A pool's registry of blocked dispatchers that delivers SIGINT right
     after a dispatcher registers, before it parks."""
 
@@ -55,7 +55,7 @@ class InterruptOnRegister(dict[trio.lowlevel.Task, bulkhead.Job]):
         super().__init__()
         self.protected: list[bool] = []
 
-    def __setitem__(self, task: trio.lowlevel.Task, job: bulkhead.Job) -> None:
+    def __setitem__(self, task: trio.lowlevel.Task, job: bulkhead.Job[Any]) -> None:
         super().__setitem__(task, job)
         self.protected.append(trio.lowlevel.currently_ki_protected())
         interrupt()
@@ -142,7 +142,7 @@ def interrupt_at_end(
     before = request.param == "before"
     fired: list[bool] = []
 
-    def end(self: _Pool, job: bulkhead.Job, result: Any) -> Any:
+    def end(self: _Pool, job: bulkhead.Job[Any], result: Any) -> Any:
         if not fired and before:
             fired.append(True)
             interrupt()
@@ -163,7 +163,7 @@ def test_ctrl_c_as_a_job_ends_still_ends_it_exactly_once(
     """Interrupted before its bookkeeping the job ends cancelled; after it, the
     job keeps its outcome. Either way it ends once, the counts add up, and a
     task waiting on it outside the dispatcher is not left hanging."""
-    jobs: list[bulkhead.Job] = []
+    jobs: list[bulkhead.Job[Any]] = []
 
     async def main() -> None:
         with pytest.RaisesGroup(KeyboardInterrupt, flatten_subgroups=True):
@@ -187,7 +187,7 @@ def test_bookkeeping_and_the_error_handler_run_ki_protected() -> None:
     sees protection, and so does a hand-off."""
     protected: list[bool] = []
 
-    def handler(job: bulkhead.Job, exc: Exception) -> None:
+    def handler(job: bulkhead.Job[Any], exc: Exception) -> None:
         protected.append(trio.lowlevel.currently_ki_protected())
 
     async def fail() -> None:

@@ -613,7 +613,7 @@ class Harness:
         self.works: dict[int, Work] = {}
         self.pool_of: dict[int, int] = {}
         self.releases: dict[int, trio.Event] = {}
-        self.handles: dict[int, Job] = {}
+        self.handles: dict[int, Job[Any]] = {}
         self.dispatched: dict[int, tuple[str, float]] = {}
         """key -> ("accepted" | "closed" | "cancelled" | "wouldblock", when)."""
         self.dispatch_scopes: dict[int, trio.CancelScope] = {}

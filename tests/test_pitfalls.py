@@ -52,7 +52,7 @@ async def test_handoff_dispatcher_cancelled_as_its_job_starts_gets_the_job(
     release = trio.Event()
     scopes: dict[str, trio.CancelScope] = {}
     ran: list[str] = []
-    returned: list[Job] = []
+    returned: list[Job[Any]] = []
 
     async def cancels_its_dispatcher(name: str) -> None:
         ran.append(name)
@@ -94,7 +94,7 @@ async def test_handoff_dispatcher_cancelled_as_it_enters_the_queue_gets_the_job(
     was accepted into the queue, so dispatch returns it and it runs later."""
     release = trio.Event()
     scope = trio.CancelScope()
-    returned: list[Job] = []
+    returned: list[Job[Any]] = []
 
     async def cancel_the_dispatcher() -> None:
         scope.cancel()
@@ -125,7 +125,7 @@ async def test_handoff_cancel_and_free_in_the_same_instant_grants_the_worker_onc
     and exactly one job takes the freed slot."""
     release = trio.Event()
     ran: Counter[str] = Counter()
-    accepted: dict[str, Job] = {}
+    accepted: dict[str, Job[Any]] = {}
     scopes = {name: trio.CancelScope() for name in ("first", "second", "third")}
 
     async def job(name: str) -> None:
@@ -152,7 +152,7 @@ async def test_handoff_cancel_and_free_in_the_same_instant_grants_the_worker_onc
             with pytest.raises(trio.WouldBlock):
                 d.dispatch_nowait(noop, priority=1)
             scopes["third"].cancel()
-        assert await running.wait() is None
+        await running.wait()  # returns, raises nothing
         assert list(accepted) == ["second"]
         assert ran == {"second": 1}
         accepted["second"].cancel()
@@ -425,10 +425,10 @@ async def test_own_pool_barrier_in_a_job_dispatched_from_a_copy_context_false_po
     pools = [PoolConfig(1, 1), PoolConfig(2, 1, copy_context=False)]
     async with bulkhead.open_dispatcher(pools) as d:
 
-        async def nesting() -> Job:
+        async def nesting() -> Job[Any]:
             return await d.dispatch(try_to_wait, d, "barrier(own pool)", priority=1)
 
-        inner: Job = await (await d.dispatch(nesting, priority=2)).wait()
+        inner: Job[Any] = await (await d.dispatch(nesting, priority=2)).wait()
         with trio.move_on_after(1000):  # a deadlock jumps the clock here
             await inner.wait()
         state = inner.state
@@ -543,7 +543,7 @@ async def test_many_concurrent_barriers_report_each_job_and_failure_once(
     exactly one barrier."""
     reports: list[BatchReport] = []
     raised: list[bulkhead.JobsFailed] = []
-    failing: list[Job] = []
+    failing: list[Job[Any]] = []
     async with bulkhead.open_dispatcher({1: 2, 2: 1, 3: 3}) as d:
 
         async def barrier(priority: int | None, scope: trio.CancelScope) -> None:
@@ -598,7 +598,7 @@ async def test_finalize_racing_with_dispatchers_loses_and_duplicates_nothing(
     accepted job ended, and nothing is left."""
     ran: Counter[int] = Counter()
     ended_at: list[float] = []
-    accepted: dict[int, Job] = {}
+    accepted: dict[int, Job[Any]] = {}
     refused: list[int] = []
     finalized_at: list[float] = []
 

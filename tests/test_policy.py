@@ -29,7 +29,7 @@ class HandlerError(Exception):
     pass
 
 
-async def async_handler(job: Job, exc: Exception) -> None:
+async def async_handler(job: Job[Any], exc: Exception) -> None:
     pass
 
 
@@ -300,7 +300,7 @@ def test_async_error_handlers_are_rejected() -> None:
 
 
 class AsyncCallableHandler:
-    async def __call__(self, job: Job, exc: Exception) -> None:
+    async def __call__(self, job: Job[Any], exc: Exception) -> None:
         pass
 
 
@@ -600,9 +600,9 @@ async def test_a_pool_raise_policy_overrides_the_dispatchers_record() -> None:
 async def test_a_handler_is_called_once_per_failed_job_with_the_job_and_error(
     autojump_clock: Any,
 ) -> None:
-    calls: list[tuple[Job, Exception]] = []
+    calls: list[tuple[Job[Any], Exception]] = []
 
-    def handler(job: Job, exc: Exception) -> None:
+    def handler(job: Job[Any], exc: Exception) -> None:
         calls.append((job, exc))
 
     async with bulkhead.open_dispatcher(
@@ -638,7 +638,7 @@ async def test_a_dispatcher_wide_handler_serves_pools_that_set_none() -> None:
 
 
 async def test_a_raising_handler_crashes_the_dispatcher(autojump_clock: Any) -> None:
-    def handler(job: Job, exc: Exception) -> None:
+    def handler(job: Job[Any], exc: Exception) -> None:
         raise HandlerError(f"cannot handle {exc}")
 
     with pytest.RaisesGroup(pytest.RaisesExc(HandlerError, match=r"^cannot handle x$")):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
 
 import pytest
 import trio
@@ -108,7 +109,7 @@ async def test_a_hundred_thousand_jobs_with_no_handles_leave_no_job_alive() -> N
         PoolConfig(1, 4, queue=64),
         PoolConfig(2, 2, copy_context=False, on_error="record"),
     ]
-    refs: list[weakref.ref[Job]] = []
+    refs: list[weakref.ref[Job[Any]]] = []
     async with bulkhead.open_dispatcher(pools) as d:
         for i in range(100_000):
             priority = 1 + i % 2

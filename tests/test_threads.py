@@ -274,7 +274,7 @@ async def test_a_timed_out_thread_job_ends_at_once_but_keeps_its_slot_until_it_r
     autojump_clock: Any, probe: Probe, queue: int
 ) -> None:
     pools = [PoolConfig(1, 1, kind="thread", queue=queue)]
-    accepted: list[bulkhead.Job] = []
+    accepted: list[bulkhead.Job[Any]] = []
     async with bulkhead.open_dispatcher(pools, on_error="record") as d:
         start = trio.current_time()
         stuck = await d.dispatch(probe.job, "stuck", priority=1, timeout=5)

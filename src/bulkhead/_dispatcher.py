@@ -15,10 +15,17 @@ from __future__ import annotations
 import contextvars
 import itertools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
 
 import attrs
 import trio
@@ -37,7 +44,16 @@ from ._policy import (
 from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Args = TypeVarTuple("_Args")
+    """The job function's positional arguments, typed as trio types start_soon."""
+
 _State = Literal["new", "open", "closing", "closed"]
+
+_R = TypeVar("_R")
+"""What the job's function returns, so ``Job[_R].wait()`` is typed."""
 
 _P = TypeVar("_P", bound=int)
 """A priority type: ``int`` or an ``IntEnum`` (mapping keys are invariant)."""
@@ -295,7 +311,7 @@ class Dispatcher:
         retry: Retry | None,
         *,
         nowait: bool = False,
-    ) -> tuple[_Pool, Job]:
+    ) -> tuple[_Pool, Job[Any]]:
         """Validate one dispatch and build its job; nothing is accepted yet.
 
         With ``nowait``, a dispatch the pool would refuse is refused here,
@@ -343,17 +359,41 @@ class Dispatcher:
         )
         return pool, job
 
+    @overload
+    async def dispatch(
+        self,
+        fn: Callable[[Unpack[_Args]], Awaitable[_R]],
+        /,
+        *args: Unpack[_Args],
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        retry: Retry | None = None,
+    ) -> Job[_R]: ...
+
+    @overload
+    async def dispatch(
+        self,
+        fn: Callable[[Unpack[_Args]], _R],
+        /,
+        *args: Unpack[_Args],
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        retry: Retry | None = None,
+    ) -> Job[_R]: ...
+
     @trio.lowlevel.enable_ki_protection
     async def dispatch(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[Unpack[_Args]], Any],
         /,
-        *args: Any,
+        *args: Unpack[_Args],
         priority: int | None = None,
         name: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the job's budget, not ours
         retry: Retry | None = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Hand ``fn(*args)`` to a worker of pool ``priority``; return its :class:`Job`.
 
         Blocks until a worker of that pool takes the job (a rendezvous) or, for
@@ -397,16 +437,40 @@ class Dispatcher:
             await pool.wait_to_accept(job)
         return job
 
+    @overload
     def dispatch_nowait(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[[Unpack[_Args]], Awaitable[_R]],
         /,
-        *args: Any,
+        *args: Unpack[_Args],
         priority: int | None = None,
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
-    ) -> Job:
+    ) -> Job[_R]: ...
+
+    @overload
+    def dispatch_nowait(
+        self,
+        fn: Callable[[Unpack[_Args]], _R],
+        /,
+        *args: Unpack[_Args],
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Job[_R]: ...
+
+    def dispatch_nowait(
+        self,
+        fn: Callable[[Unpack[_Args]], Any],
+        /,
+        *args: Unpack[_Args],
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Job[Any]:
         """Like :meth:`dispatch`, but raises :exc:`trio.WouldBlock` instead of blocking.
 
         Succeeds only if a worker of the pool is idle or its queue has room,

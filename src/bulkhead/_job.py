@@ -6,7 +6,7 @@ import contextvars
 import enum
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import attrs
 import trio
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ._stats import _Batch
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+"""What a job's function returns: ``Job[_R].wait()`` returns it."""
 
 
 class _NoPublicConstructor(type):
@@ -51,12 +53,12 @@ class JobState(enum.Enum):
 
 
 class _JobOwner(Protocol):
-    def _withdraw(self, job: Job) -> None: ...
+    def _withdraw(self, job: Job[Any]) -> None: ...
 
 
 @final
 @attrs.define(eq=False, repr=False)
-class Job(metaclass=_NoPublicConstructor):
+class Job(Generic[_R], metaclass=_NoPublicConstructor):
     """A handle on one accepted job, returned by :meth:`Dispatcher.dispatch`.
 
     The dispatcher keeps no reference to a finished job: drop the handle and
@@ -67,6 +69,10 @@ class Job(metaclass=_NoPublicConstructor):
         job = await d.dispatch(fetch, url, priority=Priority.HIGH)
         ...
         body = await job.wait()   # the value, or the job's exception
+
+    It is generic in what the job's function returns, so type checkers know
+    what :meth:`wait` gives: dispatching ``async def fetch(url) -> bytes``
+    makes a ``Job[bytes]``.
     """
 
     id: int
@@ -83,10 +89,11 @@ class Job(metaclass=_NoPublicConstructor):
     state: JobState = JobState.QUEUED
     """The current :class:`JobState`."""
     attempts: int = 0
-    """How many attempts have begun: 0 while ``QUEUED``; the first begins when
-    a worker takes the job (so a ``RUNNING`` job has at least 1, even if it is
-    cancelled before its function is called), and each retry adds one."""
-    outcome: Value[Any] | Error | None = None
+    """How many attempts have begun. It is 0 while ``QUEUED``; the first
+    begins when a worker takes the job (so a ``RUNNING`` job has at least 1,
+    even if it is cancelled before its function is called), and each retry
+    adds one."""
+    outcome: Value[_R] | Error | None = None
     """``None`` until the job ends, then an :class:`outcome.Value` or
     :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""
     _batch: _Batch | None = None
@@ -105,7 +112,7 @@ class Job(metaclass=_NoPublicConstructor):
             fn = fn.func
         return getattr(fn, "__qualname__", None) or repr(fn)
 
-    async def wait(self) -> Any:
+    async def wait(self) -> _R:
         """Wait until the job has ended, then return its value or raise its error.
 
         Can be called any number of times, from any number of tasks; the
@@ -151,7 +158,7 @@ class Job(metaclass=_NoPublicConstructor):
             if self._scope is not None:
                 self._scope.cancel()
 
-    def _end(self, state: JobState, result: Value[Any] | Error) -> None:
+    def _end(self, state: JobState, result: Value[_R] | Error) -> None:
         self.state = state
         self.outcome = result
         # A handle kept after its job ended pins nothing the job used: not

@@ -17,7 +17,7 @@ import attrs
 
 from ._job import Job
 
-ErrorHandler: TypeAlias = Callable[[Job, Exception], object]
+ErrorHandler: TypeAlias = Callable[[Job[Any], Exception], object]
 OnError: TypeAlias = Literal["raise", "record", "cancel"] | ErrorHandler
 Kind: TypeAlias = Literal["async", "thread", "process"]
 

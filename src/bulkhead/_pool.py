@@ -171,9 +171,9 @@ class _Pool:
     _stopping: bool = False
     _expired: bool = False
     _idle: list[Task] = attrs.field(factory=list)
-    _queue: deque[Job] = attrs.field(factory=deque)
-    _dispatchers: dict[Task, Job] = attrs.field(factory=dict)
-    _running: set[Job] = attrs.field(factory=set)
+    _queue: deque[Job[Any]] = attrs.field(factory=deque)
+    _dispatchers: dict[Task, Job[Any]] = attrs.field(factory=dict)
+    _running: set[Job[Any]] = attrs.field(factory=set)
     _batches: dict[int, _Batch] = attrs.field(factory=dict)
     _batch: _Batch | None = None
     """The batch of the current epoch, once it has a job."""
@@ -228,14 +228,14 @@ class _Pool:
             raise trio.WouldBlock
 
     @trio.lowlevel.enable_ki_protection
-    def dispatch_nowait(self, job: Job) -> None:
+    def dispatch_nowait(self, job: Job[Any]) -> None:
         """Accept ``job`` without blocking, or raise ``trio.WouldBlock``."""
         if not self.try_accept(job):
             self._rejected += 1
             raise trio.WouldBlock
 
     @trio.lowlevel.enable_ki_protection
-    async def wait_to_accept(self, job: Job) -> None:
+    async def wait_to_accept(self, job: Job[Any]) -> None:
         """Park the caller until a worker or queue slot takes ``job``.
 
         For a caller whose ``try_accept`` just failed. Atomic under
@@ -253,7 +253,7 @@ class _Pool:
         await wait_task_rescheduled(abort)
 
     @trio.lowlevel.enable_ki_protection
-    def try_accept(self, job: Job) -> bool:
+    def try_accept(self, job: Job[Any]) -> bool:
         """Accept ``job`` if a worker is idle or the queue has room, else False.
 
         Refuses while a dispatcher is parked, so it never barges.
@@ -276,7 +276,7 @@ class _Pool:
             return True
         return False
 
-    def _accept(self, job: Job) -> None:
+    def _accept(self, job: Job[Any]) -> None:
         self._submitted += 1
         batch = self._batch
         if batch is None:
@@ -284,7 +284,7 @@ class _Pool:
         batch.pending += 1
         job._batch = batch
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job[Any]) -> None:
         """A worker takes ``job``: its first attempt begins."""
         job.state = JobState.RUNNING
         job.attempts = 1
@@ -292,7 +292,7 @@ class _Pool:
         self._running.add(job)
 
     @trio.lowlevel.enable_ki_protection
-    def _take_nowait(self) -> Job | None:
+    def _take_nowait(self) -> Job[Any] | None:
         """The next job for a free worker: queue first, then a parked dispatcher."""
         if self._queue:
             job = self._queue.popleft()
@@ -317,7 +317,7 @@ class _Pool:
             reschedule(task)
 
     @trio.lowlevel.enable_ki_protection
-    def _withdraw(self, job: Job) -> None:
+    def _withdraw(self, job: Job[Any]) -> None:
         """Cancel a queued job: it never starts, and its slot is passed on."""
         self._queue.remove(job)
         self._end(job, None)
@@ -382,7 +382,7 @@ class _Pool:
 
         self.worker_tasks.add(task)
         ready()
-        job: Job | None = None
+        job: Job[Any] | None = None
         try:
             while True:
                 with trio.CancelScope() as scope:
@@ -436,14 +436,14 @@ class _Pool:
     @trio.lowlevel.enable_ki_protection
     async def _park_idle(
         self, task: Task, unpark: Callable[[Any], Abort]
-    ) -> Job | None:
+    ) -> Job[Any] | None:
         """Register as idle and park until handed a job (None: the pool stops).
 
         KI-protected: Ctrl-C between registering and parking would leave a
         registered worker that is not parked.
         """
         self._idle.append(task)
-        job: Job | None = await wait_task_rescheduled(unpark)
+        job: Job[Any] | None = await wait_task_rescheduled(unpark)
         return job
 
     async def _hold_for_abandoned(self, thread_done: trio.Event) -> None:
@@ -459,7 +459,7 @@ class _Pool:
                 self._abandon_scopes.discard(scope)
                 self._abandoned -= 1
 
-    async def _attempts(self, job: Job, scope: trio.CancelScope) -> Outcome:
+    async def _attempts(self, job: Job[Any], scope: trio.CancelScope) -> Outcome:
         """Run the job's attempts, with its timeout and retries.
 
         Cancellation of the job propagates as ``trio.Cancelled`` to the
@@ -487,7 +487,7 @@ class _Pool:
             await self._before_retry(job, retry)
             job.attempts += 1
 
-    async def _before_retry(self, job: Job, retry: Retry) -> None:
+    async def _before_retry(self, job: Job[Any], retry: Retry) -> None:
         self._retried += 1
         if job._thread_done is not None:
             # The timed-out thread still runs: never two attempts at once.
@@ -495,7 +495,7 @@ class _Pool:
             job._thread_done = None
         await trio.sleep(retry.delay(job.attempts))
 
-    def _invoke(self, job: Job) -> Awaitable[Any]:
+    def _invoke(self, job: Job[Any]) -> Awaitable[Any]:
         """Start one attempt of ``job``; returns what the worker awaits."""
         fn, args = job._fn, job._args
         assert fn is not None
@@ -520,7 +520,7 @@ class _Pool:
             fn, *args, kill_on_cancel=True, limiter=self._limiter
         )
 
-    async def _call_in_thread(self, job: Job) -> Any:
+    async def _call_in_thread(self, job: Job[Any]) -> Any:
         fn, args, context = job._fn, job._args, job._context
         assert fn is not None
         assert args is not None
@@ -558,7 +558,7 @@ class _Pool:
     # ------------------------------------------------------------- accounting
 
     @trio.lowlevel.enable_ki_protection
-    def _end(self, job: Job, result: Outcome | None) -> trio.Event | None:
+    def _end(self, job: Job[Any], result: Outcome | None) -> trio.Event | None:
         """Record how ``job`` ended; under "cancel" or a handler this may raise.
 
         Returns the event of the job's abandoned thread, if it still runs.
@@ -585,7 +585,7 @@ class _Pool:
         batch.job_ended()
         return job._thread_done
 
-    def _on_failure(self, job: Job, batch: _Batch, error: BaseException) -> None:
+    def _on_failure(self, job: Job[Any], batch: _Batch, error: BaseException) -> None:
         assert isinstance(error, Exception)  # only Exceptions become failures
         if self.on_error == "raise":
             if len(batch.failures) < self.keep_failures:

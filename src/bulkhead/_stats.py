@@ -43,8 +43,9 @@ class PoolStatistics:
     submitted: int
     """Jobs accepted by the pool."""
     started: int
-    """Jobs a worker took: their first attempt began (:attr:`Job.attempts`
-    is 1 from then), counted by the time a rendezvous dispatch returns."""
+    """Jobs a worker took, which is when their first attempt began
+    (:attr:`Job.attempts` is 1 from then); counted by the time a rendezvous
+    dispatch returns."""
     succeeded: int
     """Jobs that returned a value."""
     failed: int
