@@ -1,8 +1,9 @@
 """bulkhead: isolated worker pools ("bulkheads") for trio.
 
 The public API is exactly what this module re-exports; everything else is
-private. Layers, bottom up: ``_stats`` → ``_errors`` → ``_job`` → ``_policy``
-→ ``_pool`` → ``_dispatcher``.
+private. Layers, bottom up, each importing only from those below it:
+``_stats`` → ``_errors`` → ``_policy`` → ``_job`` → ``_kinds`` (one module
+per pool kind) → ``_pool`` → ``_dispatcher``.
 """
 
 from ._dispatcher import Dispatcher as Dispatcher

@@ -23,7 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
 
@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from ._errors import JobsFailed, UnknownPriority
-from ._job import Job
+from ._job import RUNNING_JOB, Job
 from ._policy import (
     OnError,
     PoolConfig,
@@ -41,7 +41,7 @@ from ._policy import (
     check_priority,
     check_seconds,
 )
-from ._pool import RUNNING_JOB, _Pool, import_trio_parallel
+from ._pool import _Pool
 from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
 
 if TYPE_CHECKING:
@@ -164,8 +164,6 @@ class Dispatcher:
             )
             for config in configs
         }
-        if any(config.kind == "process" for config in configs):
-            import_trio_parallel()
         if default_priority is not None:
             self._pool(check_priority(default_priority, "default_priority"))
         self._default_priority = default_priority
@@ -214,9 +212,15 @@ class Dispatcher:
         self._spawning = True
         try:
             for pool in self._pools.values():
-                if pool.config.kind == "process":
+                resources = pool.kind.open()
+                if resources is not None:
                     self._live_tasks += 1
-                    await nursery.start(self._host_processes, pool)
+                    await nursery.start(
+                        self._hold_resources,
+                        pool,
+                        resources,
+                        name=f"bulkhead pool {pool.config.priority} resources",
+                    )
             for pool in self._pools.values():
                 for index in range(pool.config.workers):
                     self._live_tasks += 1
@@ -235,13 +239,17 @@ class Dispatcher:
         # so do not hand out a dispatcher that cannot take a job.
         await trio.lowlevel.checkpoint_if_cancelled()
 
-    async def _host_processes(
-        self, pool: _Pool, *, task_status: trio.TaskStatus[None]
+    async def _hold_resources(
+        self,
+        pool: _Pool,
+        resources: AbstractAsyncContextManager[None],
+        *,
+        task_status: trio.TaskStatus[None],
     ) -> None:
-        """Hold the pool's own worker processes open until every worker exits."""
+        """Hold what the pool's kind needs (worker processes, a cluster
+        client) open until every worker of the pool has exited."""
         try:
-            async with import_trio_parallel().open_worker_context() as processes:
-                pool.processes = processes
+            async with resources:
                 task_status.started()
                 await pool.workers_exited.wait()
         finally:

@@ -6,19 +6,23 @@ import contextvars
 import enum
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 import attrs
 import trio
 from outcome import Error, Value
 
 from ._errors import JobCancelled
-
-if TYPE_CHECKING:
-    from ._policy import Retry
-    from ._stats import _Batch
+from ._policy import Retry
+from ._stats import _Batch
 
 _T = TypeVar("_T")
+
+RUNNING_JOB: contextvars.ContextVar[tuple[object, int] | None] = contextvars.ContextVar(
+    "bulkhead_running_job", default=None
+)
+"""(dispatcher, priority) of the job running in this context, where the
+dispatcher cannot tell it by its task (a thread job), to catch self-waits."""
 _R = TypeVar("_R")
 """What a job's function returns: ``Job[_R].wait()`` returns it."""
 
@@ -100,7 +104,9 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     _done: trio.Event | None = None
     _scope: trio.CancelScope | None = None
     _cancel_requested: bool = False
-    _thread_done: trio.Event | None = None
+    _abandoned_attempt: trio.Event | None = None
+    """Set by a kind that abandoned the job's attempt (a thread, a Dask task):
+    an event set once that attempt has really returned."""
 
     @property
     def name(self) -> str:

@@ -15,9 +15,11 @@ from typing import Any, Literal, TypeAlias, TypeGuard, final
 
 import attrs
 
-from ._job import Job
+ErrorHandler: TypeAlias = Callable[[Any, Exception], object]
+"""``handler(job, exc)``: called with the failed :class:`Job` and its exception.
 
-ErrorHandler: TypeAlias = Callable[[Job[Any], Exception], object]
+The job is typed ``Any`` so that this module, below ``_job`` in the layers,
+does not import it (a handler annotated ``job: Job[Any]`` fits)."""
 OnError: TypeAlias = Literal["raise", "record", "cancel"] | ErrorHandler
 Kind: TypeAlias = Literal["async", "thread", "process"]
 

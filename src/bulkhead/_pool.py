@@ -26,16 +26,11 @@ parked, so it never barges.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
-import pickle
-import reprlib
 import sys
-import types
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import attrs
@@ -46,7 +41,8 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 
 from ._errors import DispatcherClosed
 from ._job import Job, JobState
-from ._policy import OnError, PoolConfig, Retry, is_async_callable
+from ._kinds import PoolKind, kind_for
+from ._policy import OnError, PoolConfig, Retry
 from ._stats import PoolStatistics, _Batch
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -54,39 +50,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 Outcome: TypeAlias = Value[Any] | Error
 """How an attempt or a job ended (``outcome.Outcome`` is not a union mypy narrows)."""
-
-RUNNING_JOB: contextvars.ContextVar[tuple[object, int] | None] = contextvars.ContextVar(
-    "bulkhead_running_job", default=None
-)
-"""(dispatcher, priority) of the job running in this context, to catch self-waits."""
-
-
-@types.coroutine
-def _in_context(
-    context: contextvars.Context, coro: Coroutine[Any, Any, Any]
-) -> Generator[Any, Any, Any]:
-    """Drive ``coro`` one step at a time inside ``context``.
-
-    trio runs a task's coroutine in the task's own context; stepping the job's
-    coroutine through ``context.run`` gives it the dispatcher's context without
-    the cost of a task per job. Every trap the job yields passes through
-    unchanged, so trio sees an ordinary coroutine.
-    """
-    send: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            if error is None:
-                trap = context.run(coro.send, send)
-            else:
-                trap = context.run(coro.throw, error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            send = yield trap
-            error = None
-        except BaseException as exc:  # delivered into the job, not swallowed
-            send, error = None, exc
 
 
 def _own_failure(exc: BaseException, scope: trio.CancelScope) -> Error:
@@ -108,50 +71,6 @@ def _own_failure(exc: BaseException, scope: trio.CancelScope) -> Error:
     raise exc
 
 
-def check_function(fn: object, kind: str) -> None:
-    """Reject what the pool could never call, before anything is accepted."""
-    if inspect.iscoroutine(fn):
-        fn.close()
-        raise TypeError(
-            f"dispatch() got a coroutine object {fn!r} instead of a function: "
-            "did you mean dispatch(f, x) instead of dispatch(f(x))?"
-        )
-    if not callable(fn):
-        raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
-    if kind == "async":
-        if not is_async_callable(fn):
-            raise TypeError(
-                f"{fn!r} is not an async function, but this is an async pool: "
-                "make it `async def`, or dispatch it to a "
-                'PoolConfig(kind="thread") pool'
-            )
-    elif is_async_callable(fn):
-        raise TypeError(
-            f"{fn!r} is an async function, but this is a {kind} pool that calls "
-            "sync functions: dispatch it to an async pool"
-        )
-    if kind == "process":
-        try:
-            pickle.dumps(fn)
-        except Exception as exc:
-            raise TypeError(
-                f"{fn!r} cannot be sent to a worker process ({exc}): a process "
-                "pool needs a picklable function, such as one defined at module "
-                "level (not a lambda or a local function)"
-            ) from None
-
-
-def import_trio_parallel() -> Any:
-    """trio_parallel, or an ImportError that names the extra to install."""
-    try:
-        import trio_parallel
-    except ImportError:
-        raise ImportError(
-            "kind=\"process\" pools need trio-parallel: pip install 'bulkhead[process]'"
-        ) from None
-    return trio_parallel
-
-
 @attrs.define(eq=False, repr=False)
 class _Pool:
     """One bulkhead of a dispatcher (private; statistics are its public face)."""
@@ -161,7 +80,7 @@ class _Pool:
     keep_failures: int
     """Most failures one batch keeps for JobsFailed; the rest are counted."""
     owner: object
-    """The dispatcher, used to recognise its own jobs (RUNNING_JOB)."""
+    """The dispatcher, to mark the contexts of its thread jobs (RUNNING_JOB)."""
     on_crash: Callable[[], None]
     """Called when a worker dies of an exception: the whole dispatcher aborts."""
     epoch: int = 0
@@ -178,15 +97,12 @@ class _Pool:
     _batch: _Batch | None = None
     """The batch of the current epoch, once it has a job."""
     _abandon_scopes: set[trio.CancelScope] = attrs.field(factory=set)
-    _limiter: trio.CapacityLimiter | None = None
     worker_tasks: set[Task] = attrs.field(factory=set)
     """The pool's live worker tasks, to recognise a job's own task tree."""
     _checked_fn: weakref.ref[Any] | None = None
     """The last function validated for this pool, so loops skip re-checking
     it; weakly held, so a finished job's function (and what a partial or a
     bound method holds) is not kept alive."""
-    processes: Any = None
-    """The pool's own ``trio_parallel.WorkerContext`` (process pools only)."""
     live_workers: int = 0
     workers_exited: trio.Event = attrs.field(init=False, factory=trio.Event)
     _abandoned: int = 0
@@ -199,19 +115,28 @@ class _Pool:
     _timed_out: int = 0
     _rejected: int = 0
 
+    kind: PoolKind = attrs.field(init=False)
+    """How this pool's jobs run: the only part of a pool that knows its kind."""
+
     def __attrs_post_init__(self) -> None:
-        if self.config.kind != "async":
-            # Its own limiter: the libraries' default ones are shared program-wide.
-            self._limiter = trio.CapacityLimiter(self.config.workers)
+        self.kind = kind_for(self.config, (self.owner, self.config.priority))
 
     # ----------------------------------------------------------------- intake
 
-    def check_function(self, fn: Callable[..., Any]) -> None:
+    def check_function(self, fn: object) -> None:
         """Reject what this pool could never call, before anything is accepted."""
         checked = self._checked_fn
         if checked is not None and checked() is fn:
             return
-        check_function(fn, self.config.kind)
+        if inspect.iscoroutine(fn):
+            fn.close()
+            raise TypeError(
+                f"dispatch() got a coroutine object {fn!r} instead of a function: "
+                "did you mean dispatch(f, x) instead of dispatch(f(x))?"
+            )
+        if not callable(fn):
+            raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
+        self.kind.check(fn)
         try:
             self._checked_fn = weakref.ref(fn)
         except TypeError:  # not weakly referenceable: checked every time
@@ -403,7 +328,7 @@ class _Pool:
                         elif job._retry is None and job._timeout is None:
                             # The common case, without a coroutine frame per job.
                             try:
-                                result = Value(await self._invoke(job))
+                                result = Value(await self.kind.run(job))
                             except Exception as exc:
                                 result = Error(exc)
                             except BaseException as exc:
@@ -470,9 +395,9 @@ class _Pool:
         while True:
             try:
                 if timeout is None:
-                    return Value(await self._invoke(job))
+                    return Value(await self.kind.run(job))
                 with trio.fail_after(timeout) as deadline:
-                    return Value(await self._invoke(job))
+                    return Value(await self.kind.run(job))
             except BaseException as exc:
                 if not isinstance(exc, Exception):
                     return _own_failure(exc, scope)  # cancelled: no retry
@@ -489,71 +414,11 @@ class _Pool:
 
     async def _before_retry(self, job: Job[Any], retry: Retry) -> None:
         self._retried += 1
-        if job._thread_done is not None:
-            # The timed-out thread still runs: never two attempts at once.
-            await job._thread_done.wait()
-            job._thread_done = None
+        if job._abandoned_attempt is not None:
+            # The timed-out attempt still runs: never two attempts at once.
+            await job._abandoned_attempt.wait()
+            job._abandoned_attempt = None
         await trio.sleep(retry.delay(job.attempts))
-
-    def _invoke(self, job: Job[Any]) -> Awaitable[Any]:
-        """Start one attempt of ``job``; returns what the worker awaits."""
-        fn, args = job._fn, job._args
-        assert fn is not None
-        assert args is not None
-        kind = self.config.kind
-        if kind == "async":
-            context = job._context
-            if context is None:
-                return fn(*args)  # type: ignore[no-any-return]
-            coro = context.run(fn, *args)
-            if not inspect.iscoroutine(coro):
-                raise TypeError(
-                    f"{job.name} returned {reprlib.repr(coro)}, not a coroutine: "
-                    "an async pool runs async functions; use a thread pool for "
-                    "sync ones"
-                )
-            return _in_context(context, coro)
-        if kind == "thread":
-            return self._call_in_thread(job)
-        # Killing the worker process really stops the job: no abandonment.
-        return self.processes.run_sync(  # type: ignore[no-any-return]
-            fn, *args, kill_on_cancel=True, limiter=self._limiter
-        )
-
-    async def _call_in_thread(self, job: Job[Any]) -> Any:
-        fn, args, context = job._fn, job._args, job._context
-        assert fn is not None
-        assert args is not None
-        # Lets barrier() see it is inside a job, from the thread and from the
-        # tasks it calls back into trio through (they run in its context).
-        running_job = (self.owner, self.config.priority)
-        if context is not None:
-            context.run(RUNNING_JOB.set, running_job)
-        token = trio.lowlevel.current_trio_token()
-        returned = trio.Event()
-
-        def in_thread() -> Any:
-            try:
-                if context is None:
-                    # The thread runs in its own copy of the worker's context.
-                    RUNNING_JOB.set(running_job)
-                    return fn(*args)
-                return context.run(fn, *args)
-            finally:
-                with contextlib.suppress(trio.RunFinishedError):  # run already over
-                    token.run_sync_soon(returned.set)
-
-        try:
-            return await trio.to_thread.run_sync(
-                in_thread,
-                limiter=self._limiter,
-                abandon_on_cancel=True,
-                # Named while it runs the job: thread dumps show what is stuck.
-                thread_name=f"bulkhead job #{job.id} ({job.name})",
-            )
-        finally:
-            if not returned.is_set():
-                job._thread_done = returned
 
     # ------------------------------------------------------------- accounting
 
@@ -561,7 +426,7 @@ class _Pool:
     def _end(self, job: Job[Any], result: Outcome | None) -> trio.Event | None:
         """Record how ``job`` ended; under "cancel" or a handler this may raise.
 
-        Returns the event of the job's abandoned thread, if it still runs.
+        Returns the event of the job's abandoned attempt, if it still runs.
         """
         self._running.discard(job)
         batch = job._batch
@@ -581,9 +446,9 @@ class _Pool:
             job._end(JobState.FAILED, result)
             batch.job_ended()
             self._on_failure(job, batch, result.error)
-            return job._thread_done
+            return job._abandoned_attempt
         batch.job_ended()
-        return job._thread_done
+        return job._abandoned_attempt
 
     def _on_failure(self, job: Job[Any], batch: _Batch, error: BaseException) -> None:
         assert isinstance(error, Exception)  # only Exceptions become failures

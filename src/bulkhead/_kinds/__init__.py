@@ -1,0 +1,36 @@
+"""Pool kinds: where a job's attempts run, and what that needs.
+
+A kind is the one piece of a pool that knows *how* a job runs: in the worker
+task (``"async"``, :mod:`.tasks`), in a thread (``"thread"``,
+:mod:`.threads`) or in a worker process (``"process"``, :mod:`.processes`).
+The pool keeps the hand-off, the queue, the epochs and the counters and
+calls its kind through :class:`PoolKind` alone; neither the pool nor the
+dispatcher knows a kind by name. :func:`kind_for` is the one place that maps
+a name to a kind.
+"""
+
+from __future__ import annotations
+
+from .._policy import PoolConfig
+from .processes import ProcessKind
+from .protocol import PoolKind
+from .tasks import AsyncKind
+from .threads import ThreadKind
+
+__all__ = ["PoolKind", "kind_for"]
+
+
+def kind_for(config: PoolConfig, running_job: tuple[object, int]) -> PoolKind:
+    """The kind of pool ``config`` asks for, its resources not yet open.
+
+    ``running_job`` marks the contexts in which the kind runs jobs outside
+    the worker's task (threads), so the dispatcher can tell it is inside one.
+
+    Raises:
+      ImportError: naming the extra to install, if the kind needs one.
+    """
+    if config.kind == "async":
+        return AsyncKind()
+    if config.kind == "thread":
+        return ThreadKind(config.workers, running_job)
+    return ProcessKind(config.workers)

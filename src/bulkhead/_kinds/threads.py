@@ -1,0 +1,72 @@
+"""The ``"thread"`` pool kind: sync functions in the pool's own threads.
+
+A thread cannot be interrupted: a cancelled attempt is abandoned
+(``abandon_on_cancel=True``). The job ends at once, and the pool keeps the
+worker's slot until the thread really returns, so it never runs more than
+``workers`` threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import attrs
+import trio
+
+from .._job import RUNNING_JOB, Job
+from .protocol import refuse_async
+
+
+@attrs.define(eq=False)
+class ThreadKind:
+    """Jobs run through ``trio.to_thread.run_sync`` under the pool's own
+    limiter (trio's default limiter is shared program-wide)."""
+
+    workers: int
+    running_job: tuple[object, int]
+    """Set in the job's thread, so a barrier() called back from it is
+    recognised as coming from inside the job."""
+    limiter: trio.CapacityLimiter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.limiter = trio.CapacityLimiter(self.workers)
+
+    def check(self, fn: object) -> None:
+        refuse_async(fn, "thread")
+
+    def open(self) -> None:
+        return None
+
+    async def run(self, job: Job[Any]) -> Any:
+        fn, args, context = job._fn, job._args, job._context
+        assert fn is not None  # until the job ends
+        assert args is not None
+        running_job = self.running_job
+        if context is not None:
+            context.run(RUNNING_JOB.set, running_job)
+        token = trio.lowlevel.current_trio_token()
+        returned = trio.Event()
+
+        def in_thread() -> Any:
+            try:
+                if context is None:
+                    # The thread runs in its own copy of the worker's context.
+                    RUNNING_JOB.set(running_job)
+                    return fn(*args)
+                return context.run(fn, *args)
+            finally:
+                with contextlib.suppress(trio.RunFinishedError):  # run already over
+                    token.run_sync_soon(returned.set)
+
+        try:
+            return await trio.to_thread.run_sync(
+                in_thread,
+                limiter=self.limiter,
+                abandon_on_cancel=True,
+                # Named while it runs the job: thread dumps show what is stuck.
+                thread_name=f"bulkhead job #{job.id} ({job.name})",
+            )
+        finally:
+            if not returned.is_set():
+                job._abandoned_attempt = returned
