@@ -23,6 +23,11 @@ Run it::
     python examples/rounds.py                 # thread pool, live view
     python examples/rounds.py --plain         # one line per round
     python examples/rounds.py --kind process  # every core, speed-up vs serial
+    python examples/rounds.py --kind dask     # the same rounds on a Dask cluster
+
+``--kind dask`` starts a ``distributed.LocalCluster`` on loopback (the ``dask``
+extra); pointing the pool at a real cluster is one more argument,
+``PoolConfig(..., kind="dask", dask_address="tcp://scheduler:8786")``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ HOT = 100.0
 """Temperature of the top edge of the plate."""
 
 Grid = list[list[float]]
-Kind = Literal["async", "thread", "process"]
+Kind = Literal["async", "thread", "process", "dask"]
 
 
 # --- The numerical kernel: plain functions, no bulkhead in sight -------------
@@ -459,7 +464,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--rounds", type=int, help="at most this many (100; 30)")
     parser.add_argument("--tol", type=float, default=1e-3, help="stop below this")
     parser.add_argument(
-        "--kind", choices=("async", "thread", "process"), default="thread"
+        "--kind", choices=("async", "thread", "process", "dask"), default="thread"
     )
     parser.add_argument("--workers", type=int, help="compute workers (4; all cores)")
     parser.add_argument(
@@ -470,10 +475,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
         "--serial",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also time a serial run (default: with --kind process)",
+        help="also time a serial run (default: with --kind process or dask)",
     )
     args = parser.parse_args(argv)
-    process = args.kind == "process"
+    process = args.kind in ("process", "dask")  # jobs that cross a process
     config = Config(
         size=args.size,
         tile=args.tile or (64 if process else 32),

@@ -35,6 +35,13 @@ def load(name: str) -> ModuleType:
         (
             "rounds",
             [
+                "--kind", "dask", "--size", "16", "--tile", "8", "--rounds", "2",
+                "--workers", "2", "--plain",
+            ],
+        ),
+        (
+            "rounds",
+            [
                 "--kind", "async", "--size", "16", "--tile", "8", "--rounds", "3",
                 "--plain",
             ],

@@ -94,12 +94,12 @@ class Attempts:
         (
             {"kind": "proc"},
             ValueError,
-            r'^kind must be "async", "thread" or "process", got \'proc\'$',
+            r'^kind must be "async", "thread", "process" or "dask", got \'proc\'$',
         ),
         (
             {"kind": 1},
             TypeError,
-            r'^kind must be "async", "thread" or "process", got 1$',
+            r'^kind must be "async", "thread", "process" or "dask", got 1$',
         ),
         (
             {"timeout": -0.5},

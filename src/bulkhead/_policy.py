@@ -21,10 +21,11 @@ ErrorHandler: TypeAlias = Callable[[Any, Exception], object]
 The job is typed ``Any`` so that this module, below ``_job`` in the layers,
 does not import it (a handler annotated ``job: Job[Any]`` fits)."""
 OnError: TypeAlias = Literal["raise", "record", "cancel"] | ErrorHandler
-Kind: TypeAlias = Literal["async", "thread", "process"]
+Kind: TypeAlias = Literal["async", "thread", "process", "dask"]
 
 _POLICIES = ("raise", "record", "cancel")
-_KINDS = ("async", "thread", "process")
+_KINDS = ("async", "thread", "process", "dask")
+_KIND_CHOICES = 'kind must be "async", "thread", "process" or "dask"'
 
 
 class Priority(enum.IntEnum):
@@ -173,14 +174,28 @@ class Retry:
 
 def _validate_kind(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str):
-        raise TypeError(f'kind must be "async", "thread" or "process", got {value!r}')
+        raise TypeError(f"{_KIND_CHOICES}, got {value!r}")
     if value not in _KINDS:
-        raise ValueError(f'kind must be "async", "thread" or "process", got {value!r}')
+        raise ValueError(f"{_KIND_CHOICES}, got {value!r}")
 
 
 def _validate_retry(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not isinstance(value, Retry):
         raise TypeError(f"retry must be a bulkhead.Retry or None, got {value!r}")
+
+
+def _validate_dask_address(
+    instance: Any, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"dask_address must be a str or None, got {value!r}")
+    if "://" not in value:
+        raise ValueError(
+            "dask_address must be a scheduler address such as "
+            f"'tcp://10.0.0.5:8786', got {value!r}"
+        )
 
 
 def _validate_on_error(
@@ -214,8 +229,9 @@ class PoolConfig:
     """Accepted jobs that may wait for a worker; 0 makes dispatch a rendezvous."""
     kind: Kind = attrs.field(default="async", kw_only=True, validator=_validate_kind)
     """``"async"`` (async functions in worker tasks), ``"thread"`` (sync functions
-    in the pool's own threads) or ``"process"`` (sync functions in the pool's
-    own worker processes, needs ``bulkhead[process]``)."""
+    in the pool's own threads), ``"process"`` (sync functions in the pool's
+    own worker processes, needs ``bulkhead[process]``) or ``"dask"`` (sync
+    functions on a Dask cluster, needs ``bulkhead[dask]``)."""
     timeout: float | None = attrs.field(
         default=None, kw_only=True, validator=_validate_seconds
     )
@@ -228,9 +244,33 @@ class PoolConfig:
         default=None, kw_only=True, validator=_validate_on_error
     )
     """The pool's error policy; ``None`` takes the dispatcher's ``on_error``."""
+    dask_address: str | None = attrs.field(
+        default=None, kw_only=True, validator=_validate_dask_address
+    )
+    """``kind="dask"`` only: the address of the Dask scheduler to run jobs on
+    (``"tcp://host:8786"``). With neither this nor ``dask_client``, the pool
+    starts a ``distributed.LocalCluster`` on loopback, one single-threaded
+    worker process per pool worker, and closes it at finalize."""
+    dask_client: Any = attrs.field(default=None, kw_only=True)
+    """``kind="dask"`` only: a ``distributed.Client`` you own, to run jobs
+    through (the pool never closes it)."""
     copy_context: bool = attrs.field(
         default=True, kw_only=True, validator=_validate_bool
     )
     """Run each job in a copy of the dispatching task's context (as
     ``nursery.start_soon`` does). ``False`` runs jobs in the workers' own
     context, a little faster, and context variables do not follow the job."""
+
+    def __attrs_post_init__(self) -> None:
+        dask_options = [
+            name
+            for name in ("dask_address", "dask_client")
+            if getattr(self, name) is not None
+        ]
+        if dask_options and self.kind != "dask":
+            raise ValueError(
+                f'{dask_options[0]} is for kind="dask" pools; this pool is '
+                f"kind={self.kind!r}"
+            )
+        if len(dask_options) == 2:
+            raise ValueError("give a dask pool dask_address or dask_client, not both")

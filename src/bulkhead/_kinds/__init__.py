@@ -2,7 +2,8 @@
 
 A kind is the one piece of a pool that knows *how* a job runs: in the worker
 task (``"async"``, :mod:`.tasks`), in a thread (``"thread"``,
-:mod:`.threads`) or in a worker process (``"process"``, :mod:`.processes`).
+:mod:`.threads`), in a worker process (``"process"``, :mod:`.processes`) or
+on a Dask cluster (``"dask"``, :mod:`.dask`).
 The pool keeps the hand-off, the queue, the epochs and the counters and
 calls its kind through :class:`PoolKind` alone; neither the pool nor the
 dispatcher knows a kind by name. :func:`kind_for` is the one place that maps
@@ -12,6 +13,7 @@ a name to a kind.
 from __future__ import annotations
 
 from .._policy import PoolConfig
+from .dask import DaskKind
 from .processes import ProcessKind
 from .protocol import PoolKind
 from .tasks import AsyncKind
@@ -33,4 +35,6 @@ def kind_for(config: PoolConfig, running_job: tuple[object, int]) -> PoolKind:
         return AsyncKind()
     if config.kind == "thread":
         return ThreadKind(config.workers, running_job)
-    return ProcessKind(config.workers)
+    if config.kind == "process":
+        return ProcessKind(config.workers)
+    return DaskKind(config)
