@@ -11,9 +11,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # One stamp per extra (.venv/.dev, .venv/.demo, .venv/.docs, .venv/.bench):
-# reinstalled when pyproject.toml changes. Process and Dask pools are in every set.
+# reinstalled when pyproject.toml changes. Process and Dask pools and metrics
+# are in every set.
 $(VENV)/.%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[$*,process,dask]'
+	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics]'
 	touch $@
 
 test: lint types unit
@@ -41,7 +42,7 @@ test-all:
 	  echo "== Python $$v: $$py"; \
 	  [ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v; \
 	  .venv-$$v/bin/python -m pip install -q --upgrade pip; \
-	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask]'; \
+	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics]'; \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
 

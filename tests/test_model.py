@@ -268,6 +268,9 @@ class MPool:
         workers = self.spec.workers
         return PoolStatistics(
             workers=workers,
+            current_workers=len(self.running) if closed else workers,
+            limit=workers,
+            paused=False,
             busy=len(self.running),
             idle=0 if closed else workers - len(self.running),
             abandoned=0,

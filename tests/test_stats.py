@@ -110,6 +110,9 @@ async def test_total_sums_every_field_of_every_pool(autojump_clock: Any) -> None
         stats = check_invariants(d)
         assert stats.total == PoolStatistics(
             workers=6,
+            current_workers=6,
+            limit=6,
+            paused=False,
             busy=2,
             idle=4,
             abandoned=0,

@@ -2,8 +2,10 @@
 
 The public API is exactly what this module re-exports; everything else is
 private. Layers, bottom up, each importing only from those below it:
-``_stats`` → ``_errors`` → ``_policy`` → ``_job`` → ``_kinds`` (one module
-per pool kind) → ``_pool`` → ``_dispatcher``.
+``_stats`` → ``_errors`` → ``_limit`` → ``_policy`` → ``_job`` → ``_hooks``,
+``_kinds`` (one module per pool kind) → ``_pool`` → ``_dispatcher``.
+:mod:`bulkhead.metrics` (Prometheus, the ``metrics`` extra) builds on the
+public API only.
 """
 
 from ._dispatcher import Dispatcher as Dispatcher
@@ -11,9 +13,12 @@ from ._dispatcher import open_dispatcher as open_dispatcher
 from ._errors import DispatcherClosed as DispatcherClosed
 from ._errors import JobCancelled as JobCancelled
 from ._errors import JobsFailed as JobsFailed
+from ._errors import PoolFull as PoolFull
 from ._errors import UnknownPriority as UnknownPriority
+from ._hooks import Hooks as Hooks
 from ._job import Job as Job
 from ._job import JobState as JobState
+from ._limit import AdaptiveLimit as AdaptiveLimit
 from ._policy import PoolConfig as PoolConfig
 from ._policy import Priority as Priority
 from ._policy import Retry as Retry
@@ -27,9 +32,12 @@ __all__ = [
     "DispatcherClosed",
     "JobCancelled",
     "JobsFailed",
+    "PoolFull",
     "UnknownPriority",
     "Job",
     "JobState",
+    "Hooks",
+    "AdaptiveLimit",
     "PoolConfig",
     "Priority",
     "Retry",

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
 import attrs
 import trio
 
-from ._errors import JobsFailed, UnknownPriority
+from ._errors import DispatcherClosed, JobsFailed, UnknownPriority
+from ._hooks import Hooks
 from ._job import RUNNING_JOB, Job
 from ._policy import (
     OnError,
@@ -62,6 +63,27 @@ _FINALIZED = "finalize() has begun; dispatch before finalizing"
 
 _job_ids = itertools.count(1)
 """Job ids, unique within the process so logs of several dispatchers never clash."""
+
+
+def _no_op() -> None:
+    pass
+
+
+def _argument_tuples(args: object) -> list[tuple[Any, ...]]:
+    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        raise TypeError(
+            "dispatch_many() takes an iterable of argument tuples, one per job; "
+            f"got {args!r}"
+        )
+    rounds = list(args)
+    for index, item in enumerate(rounds):
+        if not isinstance(item, tuple):
+            raise TypeError(
+                "dispatch_many() takes an iterable of argument tuples, one per "
+                f"job; item {index} is {item!r}: wrap a single argument as "
+                f"({item!r},)"
+            )
+    return rounds
 
 
 def _pool_configs(pools: object) -> list[PoolConfig]:
@@ -150,9 +172,12 @@ class Dispatcher:
         default_priority: int | None = None,
         on_error: OnError = "raise",
         keep_failures: int = 100,
+        hooks: Hooks | None = None,
     ) -> None:
         on_error = check_on_error(on_error)
         check_count(keep_failures, "keep_failures", minimum=1)
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(f"hooks must be a bulkhead.Hooks or None, got {hooks!r}")
         configs = _pool_configs(pools)
         self._pools = {
             config.priority: _Pool(
@@ -161,11 +186,15 @@ class Dispatcher:
                 keep_failures,
                 self,
                 self._abort,
+                self._crash_with,
+                hooks,
             )
             for config in configs
         }
         if default_priority is not None:
             self._pool(check_priority(default_priority, "default_priority"))
+        elif len(configs) == 1:  # the one pool needs no naming
+            default_priority = configs[0].priority
         self._default_priority = default_priority
         self._state = "new"
         self._nursery = None
@@ -222,14 +251,7 @@ class Dispatcher:
                         name=f"bulkhead pool {pool.config.priority} resources",
                     )
             for pool in self._pools.values():
-                for index in range(pool.config.workers):
-                    self._live_tasks += 1
-                    pool.live_workers += 1
-                    nursery.start_soon(
-                        self._worker,
-                        pool,
-                        name=f"bulkhead worker {pool.config.priority}#{index}",
-                    )
+                self._spawn_workers(pool, pool.config.workers, self._worker_ready)
         finally:
             self._spawning = False
             if not self._live_tasks:
@@ -260,14 +282,35 @@ class Dispatcher:
         if not self._unready:
             self._ready.set()
 
-    async def _worker(self, pool: _Pool) -> None:
+    def _spawn_workers(
+        self, pool: _Pool, count: int, ready: Callable[[], None]
+    ) -> None:
+        assert self._nursery is not None
+        for _ in range(count):
+            self._live_tasks += 1
+            pool.live_workers += 1
+            pool.spawned += 1
+            self._nursery.start_soon(
+                self._worker,
+                pool,
+                ready,
+                name=f"bulkhead worker {pool.config.priority}#{pool.spawned - 1}",
+            )
+
+    async def _worker(self, pool: _Pool, ready: Callable[[], None]) -> None:
         try:
-            await pool.work(self._worker_ready)
+            await pool.work(ready)
         finally:
-            pool.live_workers -= 1
-            if not pool.live_workers:
-                pool.workers_exited.set()
             self._task_exited()
+
+    def _crash_with(self, error: Exception) -> None:
+        """Crash the dispatcher with ``error`` as if a task of it had raised it."""
+
+        async def crash() -> None:
+            raise error
+
+        assert self._nursery is not None
+        self._nursery.start_soon(crash, name="bulkhead crash")
 
     def _task_exited(self) -> None:
         self._live_tasks -= 1
@@ -297,6 +340,79 @@ class Dispatcher:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
+    # -------------------------------------------------------------- control
+
+    def _check_open(self, what: str) -> None:
+        if self._state == "new":
+            raise RuntimeError(
+                f"this Dispatcher is not running yet: {what}() works on a running "
+                "dispatcher"
+            )
+        if self._state != "open":
+            raise DispatcherClosed(
+                f"{what}() on a dispatcher that is {self._state}: finalize() has "
+                "begun or the dispatcher was torn down"
+            )
+
+    @trio.lowlevel.enable_ki_protection
+    def resize(self, priority: int, workers: int) -> None:
+        """Give pool ``priority`` ``workers`` workers, while it runs.
+
+        Growing starts the new workers at once. Shrinking retires idle workers
+        at once and busy ones as soon as their job has ended: no running job
+        is interrupted, so :attr:`PoolStatistics.current_workers` may stay
+        above :attr:`~PoolStatistics.workers` for a while. Thread, process and
+        Dask pools resize their own bound on threads, processes or tasks too.
+        Not a checkpoint.
+
+        Raises:
+          UnknownPriority: if ``priority`` names no pool.
+          TypeError: if ``workers`` is not an int.
+          ValueError: if ``workers`` is below 1.
+          DispatcherClosed: once :meth:`finalize` has begun.
+          RuntimeError: if the dispatcher has not been started.
+        """
+        pool = self._pool(check_priority(priority))
+        check_count(workers, "workers", minimum=1)
+        self._check_open("resize")
+        self._spawn_workers(pool, pool.resize(workers), _no_op)
+
+    @trio.lowlevel.enable_ki_protection
+    def pause(self, priority: int | None = None) -> None:
+        """Stop pool ``priority`` (every pool if ``None``) from starting jobs.
+
+        A paused pool still accepts jobs into its queue, and dispatchers
+        block once the queue is full; running jobs go on. Barriers wait for
+        the paused jobs; :meth:`finalize` resumes the pools so that what
+        was accepted drains (or is cancelled when its grace period ends).
+        Idempotent; not a checkpoint.
+
+        Raises:
+          UnknownPriority: if ``priority`` names no pool.
+          DispatcherClosed: once :meth:`finalize` has begun.
+          RuntimeError: if the dispatcher has not been started.
+        """
+        pools = self._covered_pools(priority)
+        self._check_open("pause")
+        for pool in pools:
+            pool.set_paused(True)
+
+    @trio.lowlevel.enable_ki_protection
+    def resume(self, priority: int | None = None) -> None:
+        """Let a paused pool (every pool if ``None``) start jobs again.
+
+        Waiting jobs start at once, in order. Idempotent; not a checkpoint.
+
+        Raises:
+          UnknownPriority: if ``priority`` names no pool.
+          DispatcherClosed: once :meth:`finalize` has begun (it resumed them).
+          RuntimeError: if the dispatcher has not been started.
+        """
+        pools = self._covered_pools(priority)
+        self._check_open("resume")
+        for pool in pools:
+            pool.set_paused(False)
+
     # ------------------------------------------------------------- dispatch
 
     def _pool(self, priority: int) -> _Pool:
@@ -309,22 +425,17 @@ class Dispatcher:
                 f"configured priorities: {configured}"
             ) from None
 
-    def _new_job(
+    def _target(
         self,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
         priority: int | None,
         name: str | None,
         timeout: float | None,
         retry: Retry | None,
-        *,
-        nowait: bool = False,
-    ) -> tuple[_Pool, Job[Any]]:
-        """Validate one dispatch and build its job; nothing is accepted yet.
-
-        With ``nowait``, a dispatch the pool would refuse is refused here,
-        before building a job only to throw it away.
-        """
+        max_wait: float | None,
+    ) -> tuple[_Pool, float | None, Retry | None, float | None]:
+        """Validate what a dispatch asks for; returns the pool and the job's
+        timeout, retry and max_wait. Nothing is accepted yet."""
         if self._state == "new":
             raise RuntimeError(
                 "this Dispatcher is not running yet: use `async with "
@@ -352,11 +463,25 @@ class Dispatcher:
             retry = config.retry
         elif not isinstance(retry, Retry):
             raise TypeError(f"retry must be a bulkhead.Retry or None, got {retry!r}")
-        if nowait:
-            pool.refuse_if_full()
-        job = Job._create(
+        if max_wait is None:
+            max_wait = config.max_wait
+        elif check_seconds(max_wait, "max_wait") == math.inf:
+            max_wait = None
+        return pool, timeout, retry, max_wait
+
+    @staticmethod
+    def _job(
+        pool: _Pool,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: str | None,
+        timeout: float | None,
+        retry: Retry | None,
+    ) -> Job[Any]:
+        config = pool.config
+        return Job._create(
             next(_job_ids),
-            priority,
+            config.priority,
             fn,
             args,
             contextvars.copy_context() if config.copy_context else None,
@@ -365,7 +490,22 @@ class Dispatcher:
             retry,
             pool,
         )
-        return pool, job
+
+    @staticmethod
+    async def _wait_to_place(
+        pool: _Pool, job: Job[Any], max_wait: float | None
+    ) -> None:
+        """Wait for room for ``job`` after ``try_accept`` refused it; raises
+        :exc:`PoolFull` once ``max_wait`` has run out (not accepted)."""
+        if max_wait is None:
+            await pool.wait_to_accept(job)
+            return
+        if max_wait > 0:
+            with trio.move_on_after(max_wait) as waited:
+                await pool.wait_to_accept(job)
+            if not waited.cancelled_caught:  # accepted as the time ran out
+                return
+        pool.reject(pool.full_error(max_wait))
 
     @overload
     async def dispatch(
@@ -377,6 +517,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109
         retry: Retry | None = None,
+        max_wait: float | None = None,
     ) -> Job[_R]: ...
 
     @overload
@@ -389,6 +530,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109
         retry: Retry | None = None,
+        max_wait: float | None = None,
     ) -> Job[_R]: ...
 
     @trio.lowlevel.enable_ki_protection
@@ -401,6 +543,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the job's budget, not ours
         retry: Retry | None = None,
+        max_wait: float | None = None,
     ) -> Job[Any]:
         """Hand ``fn(*args)`` to a worker of pool ``priority``; return its :class:`Job`.
 
@@ -410,8 +553,8 @@ class Dispatcher:
         (with its retries) or ends cancelled by :meth:`Job.cancel` or finalize.
         Pass keyword arguments with :func:`functools.partial`.
 
-        This is a checkpoint. If it raises (cancelled, closed, bad input) the job
-        was not accepted and never runs.
+        This is a checkpoint. If it raises (cancelled, closed, full, bad input)
+        the job was not accepted and never runs.
 
         .. note:: A job that dispatches into its own pool with no free worker
            and no queue waits for itself: give that pool a ``queue``, or
@@ -419,30 +562,40 @@ class Dispatcher:
 
         Args:
           fn: an async function for an ``"async"`` pool, a sync one for a
-            ``"thread"`` or ``"process"`` pool.
+            ``"thread"``, ``"process"`` or ``"dask"`` pool.
           *args: positional arguments for ``fn``.
-          priority: the pool; defaults to the dispatcher's ``default_priority``.
+          priority: the pool; defaults to the dispatcher's ``default_priority``,
+            or to its only pool.
           name: a name for the job (default: the function's qualified name).
           timeout: seconds per attempt (default: the pool's); ``math.inf`` for none.
           retry: a :class:`Retry` policy (default: the pool's).
+          max_wait: seconds to wait for room before giving up with
+            :exc:`PoolFull` (default: the pool's, else for ever; ``math.inf``
+            for ever). ``0`` refuses at once, as :meth:`dispatch_nowait` does.
 
         Returns:
           The :class:`Job` handle; after a rendezvous it is already ``RUNNING``.
 
         Raises:
+          PoolFull: if ``max_wait`` ran out (counted as ``rejected``).
           DispatcherClosed: if :meth:`finalize` has begun, or begins while waiting.
           UnknownPriority: if ``priority`` names no pool.
           TypeError: for arguments of the wrong type (nothing is accepted).
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, job = self._new_job(fn, args, priority, name, timeout, retry)
+        pool, timeout, retry, max_wait = self._target(
+            fn, priority, name, timeout, retry, max_wait
+        )
+        job = self._job(pool, fn, args, name, timeout, retry)
         await trio.lowlevel.checkpoint_if_cancelled()
         if pool.try_accept(job):
             # Accepted: yield, but a cancellation now must not lose the job.
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
-            await pool.wait_to_accept(job)
+            if max_wait == 0:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._wait_to_place(pool, job, max_wait)
         return job
 
     @overload
@@ -494,9 +647,115 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, job = self._new_job(fn, args, priority, name, timeout, retry, nowait=True)
+        pool, timeout, retry, _ = self._target(fn, priority, name, timeout, retry, None)
+        # Refused here, before building a job only to throw it away.
+        pool.refuse_if_full()
+        job = self._job(pool, fn, args, name, timeout, retry)
         pool.dispatch_nowait(job)
         return job
+
+    @overload
+    async def dispatch_many(
+        self,
+        fn: Callable[[Unpack[_Args]], Awaitable[_R]],
+        args: Iterable[tuple[Unpack[_Args]]],
+        /,
+        *,
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        retry: Retry | None = None,
+        max_wait: float | None = None,
+        accepted: list[Job[_R]] | None = None,
+    ) -> list[Job[_R]]: ...
+
+    @overload
+    async def dispatch_many(
+        self,
+        fn: Callable[[Unpack[_Args]], _R],
+        args: Iterable[tuple[Unpack[_Args]]],
+        /,
+        *,
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        retry: Retry | None = None,
+        max_wait: float | None = None,
+        accepted: list[Job[_R]] | None = None,
+    ) -> list[Job[_R]]: ...
+
+    @trio.lowlevel.enable_ki_protection
+    async def dispatch_many(
+        self,
+        fn: Callable[[Unpack[_Args]], Any],
+        args: Iterable[tuple[Unpack[_Args]]],
+        /,
+        *,
+        priority: int | None = None,
+        name: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the jobs' budget
+        retry: Retry | None = None,
+        max_wait: float | None = None,
+        accepted: list[Any] | None = None,
+    ) -> list[Job[Any]]:
+        """Dispatch ``fn(*a)`` for each tuple ``a`` in ``args``: a whole round in
+        one call. Returns the handles in the order of ``args``.
+
+        The same as a loop of :meth:`dispatch`, job by job and in order (each
+        job is accepted or not, as one ``dispatch`` would be), but validated
+        once and handed to idle workers without yielding in between, so it
+        costs less per job. It returns once the pool has taken the last job.
+
+        This is a checkpoint. If it raises (cancelled, closed, full), the jobs
+        accepted before are accepted and run, and the others never run; pass
+        a list as ``accepted`` to learn which: every job is appended to it the
+        moment it is accepted.
+
+        Example::
+
+            jobs = await d.dispatch_many(relax, [(tile, grid) for tile in tiles])
+            await d.barrier()
+            results = [await job.wait() for job in jobs]
+
+        Args:
+          fn: the function, as for :meth:`dispatch`.
+          args: an iterable of argument tuples, one per job; wrap a single
+            argument as ``(x,)``. It is read in full before anything is
+            accepted.
+          priority, name, timeout, retry, max_wait: as for :meth:`dispatch`,
+            for every job.
+          accepted: a list to append each accepted job to.
+
+        Raises:
+          PoolFull: if a job's ``max_wait`` ran out.
+          DispatcherClosed: if :meth:`finalize` has begun, or begins meanwhile.
+          UnknownPriority: if ``priority`` names no pool.
+          TypeError: for arguments of the wrong type (nothing is accepted).
+          ValueError: for bad argument values (nothing is accepted).
+          RuntimeError: if the dispatcher has not been started.
+        """
+        pool, timeout, retry, max_wait = self._target(
+            fn, priority, name, timeout, retry, max_wait
+        )
+        rounds = _argument_tuples(args)
+        if accepted is not None and not isinstance(accepted, list):
+            raise TypeError(f"accepted must be a list or None, got {accepted!r}")
+        jobs: list[Job[Any]] = []
+        await trio.lowlevel.checkpoint_if_cancelled()
+        yielded = False
+        for job_args in rounds:
+            job = self._job(pool, fn, job_args, name, timeout, retry)
+            if not pool.try_accept(job):
+                if max_wait == 0 and not yielded:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                yielded = True
+                await self._wait_to_place(pool, job, max_wait)
+            jobs.append(job)
+            if accepted is not None:
+                accepted.append(job)
+        if not yielded:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return jobs
 
     # -------------------------------------------------------------- barrier
 

@@ -24,6 +24,31 @@ class DispatcherClosed(trio.ClosedResourceError):
     """
 
 
+class PoolFull(trio.WouldBlock):
+    """Raised by :meth:`Dispatcher.dispatch` when ``max_wait`` ran out.
+
+    The pool's workers stayed busy and its queue full for ``max_wait``
+    seconds; the job was not accepted and never runs, and the refusal is
+    counted in :attr:`PoolStatistics.rejected`. It is a
+    :exc:`trio.WouldBlock`: the same "no room now" that
+    :meth:`Dispatcher.dispatch_nowait` raises, after a bounded wait, so code
+    that sheds load on ``WouldBlock`` sheds it on both.
+    """
+
+    priority: int
+    """The pool that was full."""
+    max_wait: float
+    """How long the dispatch waited, in seconds."""
+
+    def __init__(self, message: str, priority: int, max_wait: float) -> None:
+        super().__init__(message)
+        self.priority = priority
+        self.max_wait = max_wait
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PoolFull, (self.args[0], self.priority, self.max_wait))
+
+
 class UnknownPriority(KeyError):
     """Raised when a priority names no configured pool.
 

@@ -104,6 +104,8 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     _done: trio.Event | None = None
     _scope: trio.CancelScope | None = None
     _cancel_requested: bool = False
+    _started_at: float | None = None
+    """When a worker took it (trio's clock), if the pool times its jobs."""
     _abandoned_attempt: trio.Event | None = None
     """Set by a kind that abandoned the job's attempt (a thread, a Dask task):
     an event set once that attempt has really returned."""

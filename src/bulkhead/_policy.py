@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeAlias, TypeGuard, final
 
 import attrs
 
+from ._limit import AdaptiveLimit
+
 ErrorHandler: TypeAlias = Callable[[Any, Exception], object]
 """``handler(job, exc)``: called with the failed :class:`Job` and its exception.
 
@@ -198,6 +200,13 @@ def _validate_dask_address(
         )
 
 
+def _validate_limit(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, AdaptiveLimit):
+        raise TypeError(
+            f"limit must be a bulkhead.AdaptiveLimit or None, got {value!r}"
+        )
+
+
 def _validate_on_error(
     instance: Any, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
@@ -244,6 +253,16 @@ class PoolConfig:
         default=None, kw_only=True, validator=_validate_on_error
     )
     """The pool's error policy; ``None`` takes the dispatcher's ``on_error``."""
+    max_wait: float | None = attrs.field(
+        default=None, kw_only=True, validator=_validate_seconds
+    )
+    """Default of :meth:`Dispatcher.dispatch`'s ``max_wait``: seconds a dispatch
+    waits for room before it fails with :exc:`PoolFull` (``None``: for ever)."""
+    limit: AdaptiveLimit | None = attrs.field(
+        default=None, kw_only=True, validator=_validate_limit
+    )
+    """An :class:`AdaptiveLimit` on how many of the workers may run at once,
+    following the jobs' latency; ``None`` runs all workers."""
     dask_address: str | None = attrs.field(
         default=None, kw_only=True, validator=_validate_dask_address
     )

@@ -26,12 +26,13 @@ parked, so it never barges.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import sys
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import attrs
 import outcome
@@ -39,9 +40,11 @@ import trio
 from outcome import Error, Value
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from ._errors import DispatcherClosed
+from ._errors import DispatcherClosed, PoolFull
+from ._hooks import Hooks
 from ._job import Job, JobState
 from ._kinds import PoolKind, kind_for
+from ._limit import _Limiter
 from ._policy import OnError, PoolConfig, Retry
 from ._stats import PoolStatistics, _Batch
 
@@ -50,6 +53,15 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 Outcome: TypeAlias = Value[Any] | Error
 """How an attempt or a job ended (``outcome.Outcome`` is not a union mypy narrows)."""
+
+
+class _Leave(enum.Enum):
+    """What an idle worker is woken with when it is to exit instead of work."""
+
+    STOP = "stop"
+    """The pool stops (finalize)."""
+    RETIRE = "retire"
+    """The pool shrank (resize)."""
 
 
 def _own_failure(exc: BaseException, scope: trio.CancelScope) -> Error:
@@ -83,6 +95,9 @@ class _Pool:
     """The dispatcher, to mark the contexts of its thread jobs (RUNNING_JOB)."""
     on_crash: Callable[[], None]
     """Called when a worker dies of an exception: the whole dispatcher aborts."""
+    crash_with: Callable[[Exception], None]
+    """Crash the dispatcher with an exception raised outside a worker (a hook)."""
+    hooks: Hooks | None
     epoch: int = 0
     """Barrier epoch that newly accepted jobs belong to."""
     closed: bool = False
@@ -104,7 +119,24 @@ class _Pool:
     it; weakly held, so a finished job's function (and what a partial or a
     bound method holds) is not kept alive."""
     live_workers: int = 0
+    """Worker tasks spawned and not exited yet."""
+    spawned: int = 0
+    """Worker tasks ever spawned: numbers each worker's name."""
     workers_exited: trio.Event = attrs.field(init=False, factory=trio.Event)
+    size: int = attrs.field(init=False)
+    """How many workers the pool should have (``resize`` changes it)."""
+    paused: bool = False
+    _leaving: int = 0
+    """Workers woken to retire that have not exited yet."""
+    _excess: int = 0
+    """Busy workers that are to retire once their job has ended."""
+    _limiter: _Limiter | None = attrs.field(init=False)
+    _cap: int = attrs.field(init=False)
+    """Most jobs that may be running for another one to start."""
+    _gated: bool = attrs.field(init=False)
+    """Whether ``_cap`` can bind below the idle workers (paused, adaptive)."""
+    _timing: bool = attrs.field(init=False)
+    """Whether jobs' start times are taken (hooks or an adaptive limit)."""
     _abandoned: int = 0
     _submitted: int = 0
     _started: int = 0
@@ -119,7 +151,72 @@ class _Pool:
     """How this pool's jobs run: the only part of a pool that knows its kind."""
 
     def __attrs_post_init__(self) -> None:
-        self.kind = kind_for(self.config, (self.owner, self.config.priority))
+        config = self.config
+        self.kind = kind_for(config, (self.owner, config.priority))
+        self.size = config.workers
+        self._limiter = (
+            None if config.limit is None else _Limiter(config.limit, config.workers)
+        )
+        self._timing = self.hooks is not None or self._limiter is not None
+        self._set_cap()
+
+    # ---------------------------------------------------------------- control
+
+    def _set_cap(self) -> None:
+        limiter = self._limiter
+        self._gated = self.paused or limiter is not None
+        if self.paused:
+            self._cap = 0
+        elif limiter is None:
+            self._cap = self.size
+        else:
+            self._cap = min(self.size, limiter.current)
+
+    def _can_start(self) -> bool:
+        return not self._gated or len(self._running) < self._cap
+
+    @trio.lowlevel.enable_ki_protection
+    def _fill(self) -> None:
+        """Room to start jobs appeared: idle workers take what is waiting."""
+        while self._idle and (self._queue or self._dispatchers) and self._can_start():
+            job = self._take_nowait()
+            assert job is not None
+            reschedule(self._idle.pop(), Value(job))
+
+    @trio.lowlevel.enable_ki_protection
+    def set_paused(self, paused: bool) -> None:
+        """Pause (start nothing, keep accepting into the queue) or resume."""
+        self.paused = paused
+        self._set_cap()
+        self._fill()
+
+    @trio.lowlevel.enable_ki_protection
+    def resize(self, workers: int) -> int:
+        """Make the pool ``workers`` strong; returns how many to spawn.
+
+        Growing first keeps busy workers that were to retire; shrinking
+        retires idle workers at once and busy ones after their job.
+        """
+        self.size = workers
+        self.kind.resize(workers)
+        if self._limiter is not None:
+            self._limiter.resize(workers)
+        staying = self.live_workers - self._leaving - self._excess
+        spawn = 0
+        if workers > staying:
+            kept = min(workers - staying, self._excess)
+            self._excess -= kept
+            spawn = workers - staying - kept
+        else:
+            retire = staying - workers
+            while retire and self._idle:
+                self._leaving += 1
+                reschedule(self._idle.pop(), Value(_Leave.RETIRE))
+                retire -= 1
+            self._excess += retire
+        self._set_cap()
+        self._fill()
+        return spawn
 
     # ----------------------------------------------------------------- intake
 
@@ -147,17 +244,33 @@ class _Pool:
         if self.closed:
             raise self._closed_error()
         if self._dispatchers or not (
-            self._idle or len(self._queue) < self.config.queue
+            (self._idle and self._can_start()) or len(self._queue) < self.config.queue
         ):
-            self._rejected += 1
-            raise trio.WouldBlock
+            self.reject(trio.WouldBlock())
 
     @trio.lowlevel.enable_ki_protection
     def dispatch_nowait(self, job: Job[Any]) -> None:
         """Accept ``job`` without blocking, or raise ``trio.WouldBlock``."""
         if not self.try_accept(job):
-            self._rejected += 1
-            raise trio.WouldBlock
+            self.reject(trio.WouldBlock())
+
+    def reject(self, error: trio.WouldBlock) -> NoReturn:
+        """Count a refused dispatch, tell the hook, and raise ``error``."""
+        self._rejected += 1
+        hooks = self.hooks
+        if hooks is not None and hooks.on_rejected is not None:
+            self._call_hook(hooks.on_rejected, self.config.priority, error)
+        raise error
+
+    def full_error(self, max_wait: float) -> PoolFull:
+        return PoolFull(
+            f"pool {self.config.priority!r} took no job in max_wait={max_wait!r} s: "
+            f"its {self.size} workers stayed busy and its queue of "
+            f"{self.config.queue} full; shed the job, retry later, or give "
+            "the pool more workers, queue or max_wait",
+            self.config.priority,
+            max_wait,
+        )
 
     @trio.lowlevel.enable_ki_protection
     async def wait_to_accept(self, job: Job[Any]) -> None:
@@ -187,12 +300,15 @@ class _Pool:
             raise self._closed_error()
         if self._dispatchers:
             return False
-        if self._idle:
+        if self._idle and (not self._gated or len(self._running) < self._cap):
             self._accept(job)
-            job.state = JobState.RUNNING  # as _start(), inline on the hot path
-            job.attempts = 1
-            self._started += 1
-            self._running.add(job)
+            if self._timing:
+                self._start(job)
+            else:  # as _start(), inline on the hot path
+                job.state = JobState.RUNNING
+                job.attempts = 1
+                self._started += 1
+                self._running.add(job)
             reschedule(self._idle.pop(), Value(job))
             return True
         if len(self._queue) < self.config.queue:
@@ -208,6 +324,9 @@ class _Pool:
             batch = self._batch = self._batches[self.epoch] = _Batch()
         batch.pending += 1
         job._batch = batch
+        hooks = self.hooks
+        if hooks is not None and hooks.on_accepted is not None:
+            self._call_hook(hooks.on_accepted, job)
 
     def _start(self, job: Job[Any]) -> None:
         """A worker takes ``job``: its first attempt begins."""
@@ -215,6 +334,17 @@ class _Pool:
         job.attempts = 1
         self._started += 1
         self._running.add(job)
+        if self._timing:
+            job._started_at = trio.current_time()
+            hooks = self.hooks
+            if hooks is not None and hooks.on_started is not None:
+                self._call_hook(hooks.on_started, job)
+
+    def _call_hook(self, hook: Callable[..., object], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception as exc:
+            self.crash_with(exc)
 
     @trio.lowlevel.enable_ki_protection
     def _take_nowait(self) -> Job[Any] | None:
@@ -268,6 +398,8 @@ class _Pool:
         waiting, self._dispatchers = self._dispatchers, {}
         for task in waiting:
             reschedule(task, outcome.Error(self._closed_error()))
+        if self.paused:  # what was accepted drains
+            self.set_paused(False)
 
     @trio.lowlevel.enable_ki_protection
     def stop(self) -> None:
@@ -275,7 +407,7 @@ class _Pool:
         self._stopping = True
         idle, self._idle = self._idle, []
         for task in idle:
-            reschedule(task, outcome.Value(None))
+            reschedule(task, outcome.Value(_Leave.STOP))
 
     @trio.lowlevel.enable_ki_protection
     def expire(self) -> None:
@@ -308,19 +440,30 @@ class _Pool:
         self.worker_tasks.add(task)
         ready()
         job: Job[Any] | None = None
+        retiring = False
         try:
             while True:
                 with trio.CancelScope() as scope:
                     cancelled = False
                     while not cancelled:
-                        if self._queue or self._dispatchers:
+                        if self._excess:  # the pool shrank while it worked
+                            self._excess -= 1
+                            self._leaving += 1
+                            retiring = True
+                            return
+                        if (self._queue or self._dispatchers) and (
+                            not self._gated or len(self._running) < self._cap
+                        ):
                             job = self._take_nowait()
                         if job is None:
                             if self._stopping:
                                 return
-                            job = await self._park_idle(task, unpark)
-                            if job is None:  # stop() woke it
+                            woken = await self._park_idle(task, unpark)
+                            if isinstance(woken, _Leave):
+                                retiring = woken is _Leave.RETIRE
                                 return
+                            job = woken
+                            del woken  # keep no reference to a finished job
                         job._scope = scope
                         result: Outcome | None
                         if job._cancel_requested:  # between hand-off and start
@@ -357,19 +500,28 @@ class _Pool:
             raise
         finally:
             self.worker_tasks.discard(task)
+            self._exited(retiring)
+
+    @trio.lowlevel.enable_ki_protection
+    def _exited(self, retired: bool) -> None:
+        self.live_workers -= 1
+        if retired:
+            self._leaving -= 1
+        if not self.live_workers:
+            self.workers_exited.set()
 
     @trio.lowlevel.enable_ki_protection
     async def _park_idle(
         self, task: Task, unpark: Callable[[Any], Abort]
-    ) -> Job[Any] | None:
-        """Register as idle and park until handed a job (None: the pool stops).
+    ) -> Job[Any] | _Leave:
+        """Register as idle and park until handed a job, or told to leave.
 
         KI-protected: Ctrl-C between registering and parking would leave a
         registered worker that is not parked.
         """
         self._idle.append(task)
-        job: Job[Any] | None = await wait_task_rescheduled(unpark)
-        return job
+        woken: Job[Any] | _Leave = await wait_task_rescheduled(unpark)
+        return woken
 
     async def _hold_for_abandoned(self, thread_done: trio.Event) -> None:
         """Keep this worker's slot until an abandoned thread really returns."""
@@ -409,16 +561,23 @@ class _Pool:
                     or not isinstance(exc, retry.on)
                 ):
                     return Error(exc)
-            await self._before_retry(job, retry)
+                failure = exc
+            await self._before_retry(job, retry, failure)
             job.attempts += 1
 
-    async def _before_retry(self, job: Job[Any], retry: Retry) -> None:
+    async def _before_retry(
+        self, job: Job[Any], retry: Retry, error: Exception
+    ) -> None:
         self._retried += 1
+        delay = retry.delay(job.attempts)
+        hooks = self.hooks
+        if hooks is not None and hooks.on_retried is not None:
+            self._call_hook(hooks.on_retried, job, error, delay)
         if job._abandoned_attempt is not None:
             # The timed-out attempt still runs: never two attempts at once.
             await job._abandoned_attempt.wait()
             job._abandoned_attempt = None
-        await trio.sleep(retry.delay(job.attempts))
+        await trio.sleep(delay)
 
     # ------------------------------------------------------------- accounting
 
@@ -431,6 +590,8 @@ class _Pool:
         self._running.discard(job)
         batch = job._batch
         assert batch is not None
+        if self._timing:
+            self._observe(job, result)
         if result.__class__ is Value:
             self._succeeded += 1
             batch.succeeded += 1
@@ -445,10 +606,35 @@ class _Pool:
             batch.failed += 1
             job._end(JobState.FAILED, result)
             batch.job_ended()
+            self._finished(job)
             self._on_failure(job, batch, result.error)
             return job._abandoned_attempt
         batch.job_ended()
+        self._finished(job)
         return job._abandoned_attempt
+
+    def _observe(self, job: Job[Any], result: Outcome | None) -> None:
+        """Feed the adaptive limit; start what a higher limit lets start."""
+        limiter = self._limiter
+        started_at = job._started_at
+        if limiter is None or started_at is None or result is None:
+            return
+        latency = trio.current_time() - started_at
+        congested = isinstance(result, Error) and isinstance(
+            result.error, trio.TooSlowError
+        )
+        before = limiter.current
+        limiter.observe(latency, congested, len(self._running))
+        if limiter.current != before:
+            self._set_cap()
+            self._fill()
+
+    def _finished(self, job: Job[Any]) -> None:
+        hooks = self.hooks
+        if hooks is not None and hooks.on_finished is not None:
+            started_at = job._started_at
+            duration = None if started_at is None else trio.current_time() - started_at
+            self._call_hook(hooks.on_finished, job, duration)
 
     def _on_failure(self, job: Job[Any], batch: _Batch, error: BaseException) -> None:
         assert isinstance(error, Exception)  # only Exceptions become failures
@@ -487,7 +673,10 @@ class _Pool:
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(
-            workers=self.config.workers,
+            workers=self.size,
+            current_workers=self.live_workers,
+            limit=self.size if self._limiter is None else self._limiter.current,
+            paused=self.paused,
             busy=len(self._running),
             idle=len(self._idle),
             abandoned=self._abandoned,
@@ -508,6 +697,6 @@ class _Pool:
 
     def describe(self) -> str:
         return (
-            f"{self.config.priority}: {len(self._running)}/{self.config.workers} busy, "
+            f"{self.config.priority}: {len(self._running)}/{self.size} busy, "
             f"{len(self._queue)} queued, {len(self._dispatchers)} waiting"
         )

@@ -10,7 +10,7 @@ tally of one barrier epoch in one pool, which a barrier turns into a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import final
+from typing import Any, final
 
 import attrs
 import trio
@@ -21,14 +21,26 @@ import trio
 class PoolStatistics:
     """A snapshot of one pool, returned inside :class:`DispatcherStatistics`.
 
-    The gauges (``busy``, ``idle``, ``abandoned``, ``queued``,
-    ``waiting_dispatchers``) describe the moment of the snapshot; the counters
-    only grow. At every moment
-    ``submitted == queued + busy + succeeded + failed + cancelled``.
+    The gauges (``workers``, ``current_workers``, ``limit``, ``paused``,
+    ``busy``, ``idle``, ``abandoned``, ``queued``, ``waiting_dispatchers``)
+    describe the moment of the snapshot; the counters only grow. In
+    :attr:`DispatcherStatistics.total`, ``paused`` says whether any pool is.
+    At every moment ``submitted == queued + busy + succeeded + failed +
+    cancelled``.
     """
 
     workers: int
-    """Number of workers of the pool (its bound on concurrently running jobs)."""
+    """How many workers the pool has, or is resizing to (its bound on
+    concurrently running jobs)."""
+    current_workers: int
+    """Worker tasks alive now: differs from ``workers`` while a resize is in
+    progress (busy workers retire once their job has ended)."""
+    limit: int
+    """Most jobs the pool starts at once: its :class:`AdaptiveLimit`'s current
+    value, else ``workers``."""
+    paused: bool
+    """Whether the pool is paused (:meth:`Dispatcher.pause`): it accepts jobs
+    into its queue but starts none."""
     busy: int
     """Jobs running right now (handed to a worker and not finished)."""
     idle: int
@@ -63,11 +75,11 @@ class PoolStatistics:
     @classmethod
     def _sum(cls, parts: Iterable[PoolStatistics]) -> PoolStatistics:
         fields = attrs.fields(cls)
-        totals = dict.fromkeys((f.name for f in fields), 0)
+        totals: dict[str, Any] = dict.fromkeys((f.name for f in fields), 0)
         for part in parts:
             for name in totals:
                 totals[name] += getattr(part, name)
-        return cls(**totals)
+        return cls(**{**totals, "paused": bool(totals["paused"])})
 
 
 @final

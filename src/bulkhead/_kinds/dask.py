@@ -151,6 +151,10 @@ class DaskKind:
         if cluster is not None:
             cluster.close(timeout=CLOSE_TIMEOUT)
 
+    def resize(self, workers: int) -> None:
+        # The cluster keeps its size; the pool's bound on tasks is the limiter.
+        self.limiter.total_tokens = workers
+
     async def run(self, job: Job[Any]) -> Any:
         fn, args = job._fn, job._args
         assert args is not None  # until the job ends

@@ -55,6 +55,11 @@ class ProcessKind:
             self._processes = processes
             yield
 
+    def resize(self, workers: int) -> None:
+        # Processes beyond the new bound sit idle in the context until its
+        # idle timeout retires them.
+        self.limiter.total_tokens = workers
+
     def run(self, job: Job[Any]) -> Awaitable[Any]:
         assert job._args is not None  # until the job ends
         return self._processes.run_sync(  # type: ignore[no-any-return]

@@ -41,6 +41,9 @@ class PoolKind(Protocol):
         has really returned, and the pool keeps the worker's slot until then.
         """
 
+    def resize(self, workers: int) -> None:
+        """Let the kind run ``workers`` attempts at once from now on."""
+
 
 def refuse_async(fn: object, kind: str) -> None:
     """Reject an async function for a pool that calls sync ones."""

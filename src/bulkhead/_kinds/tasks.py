@@ -59,6 +59,9 @@ class AsyncKind:
     def open(self) -> None:
         return None
 
+    def resize(self, workers: int) -> None:
+        pass  # the pool's workers are the only bound
+
     def run(self, job: Job[Any]) -> Awaitable[Any]:
         fn, args, context = job._fn, job._args, job._context
         assert fn is not None  # until the job ends

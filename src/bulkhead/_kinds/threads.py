@@ -38,6 +38,9 @@ class ThreadKind:
     def open(self) -> None:
         return None
 
+    def resize(self, workers: int) -> None:
+        self.limiter.total_tokens = workers
+
     async def run(self, job: Job[Any]) -> Any:
         fn, args, context = job._fn, job._args, job._context
         assert fn is not None  # until the job ends
