@@ -13,7 +13,12 @@ SOURCE = "".join(p.read_text() for p in Path(bulkhead.__file__).parent.glob("*.p
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    public = {name for name in dir(bulkhead) if not name.startswith("_")}
+    # Submodules (bulkhead.metrics, once imported) are attributes, not names.
+    public = {
+        name
+        for name in dir(bulkhead)
+        if not name.startswith("_") and not inspect.ismodule(getattr(bulkhead, name))
+    }
     assert set(bulkhead.__all__) == public
     assert len(bulkhead.__all__) == len(set(bulkhead.__all__))
 
@@ -35,6 +40,14 @@ def test_public_classes_other_than_exceptions_are_final() -> None:
                 assert getattr(obj, "__final__", False), name
             else:  # typing.final sets __final__ only from 3.11 on
                 assert re.search(rf"@final\n(@.*\n)*class {name}\b", SOURCE), name
+
+
+def test_the_metrics_module_documents_and_exports_its_one_name() -> None:
+    import bulkhead.metrics
+
+    assert bulkhead.metrics.__all__ == ["PrometheusMetrics"]
+    assert inspect.getdoc(bulkhead.metrics.PrometheusMetrics)
+    assert inspect.getdoc(bulkhead.metrics)
 
 
 def test_package_ships_py_typed() -> None:

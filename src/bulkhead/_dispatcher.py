@@ -142,6 +142,8 @@ class Dispatcher:
       default_priority: the pool :meth:`dispatch` uses when given no priority.
       on_error: the error policy of pools that set none: ``"raise"``,
         ``"record"``, ``"cancel"`` or a callable ``handler(job, exc)``.
+      hooks: :class:`Hooks` called on each job's accepted, started, retried
+        and finished events, and on each refused dispatch.
       keep_failures: under ``"raise"``, the most exceptions kept per pool and
         batch for :exc:`JobsFailed`; further failures are counted in its
         message and report and stay in their :class:`Job` handles, so a
@@ -931,6 +933,7 @@ async def open_dispatcher(
     default_priority: int | None = None,
     on_error: OnError = "raise",
     keep_failures: int = 100,
+    hooks: Hooks | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """Open a :class:`Dispatcher` whose pools live in a nursery of their own.
 
@@ -955,6 +958,7 @@ async def open_dispatcher(
         default_priority=default_priority,
         on_error=on_error,
         keep_failures=keep_failures,
+        hooks=hooks,
     )
     failure: JobsFailed | None = None
     async with trio.open_nursery() as nursery:

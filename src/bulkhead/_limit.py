@@ -90,15 +90,17 @@ class _Limiter:
     """The live state of one pool's :class:`AdaptiveLimit`."""
 
     config: AdaptiveLimit
-    ceiling: int
-    """The upper bound now: ``config.max``, else the pool's workers."""
+    workers: int
+    """The pool's workers when the limiter was made."""
+    ceiling: int = attrs.field(init=False)
+    """The upper bound now: ``config.max``, at most the pool's workers."""
     value: float = attrs.field(init=False)
     average: float | None = None
     """Average latency in seconds, once there is a sample."""
 
     def __attrs_post_init__(self) -> None:
         self.value = float(self.config.initial or self.config.min)
-        self._clamp()
+        self.resize(self.workers)
 
     @property
     def current(self) -> int:

@@ -123,9 +123,7 @@ class PrometheusMetrics(Collector):
 
     def _finished(self, job: Job[Any], duration: float | None) -> None:
         if duration is not None:
-            self._durations.labels(str(job.priority), job.state.value).observe(
-                duration
-            )
+            self._durations.labels(str(job.priority), job.state.value).observe(duration)
 
     def describe(self) -> list[Any]:
         """No fixed description: the families depend on the pools watched."""
