@@ -11,10 +11,10 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # One stamp per extra (.venv/.dev, .venv/.demo, .venv/.docs, .venv/.bench):
-# reinstalled when pyproject.toml changes. Process and Dask pools and metrics
-# are in every set.
+# reinstalled when pyproject.toml changes. Process and Dask pools, metrics and
+# tracing are in every set.
 $(VENV)/.%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics]'
+	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics,tracing]'
 	touch $@
 
 test: lint types unit
@@ -42,7 +42,7 @@ test-all:
 	  echo "== Python $$v: $$py"; \
 	  [ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v; \
 	  .venv-$$v/bin/python -m pip install -q --upgrade pip; \
-	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics]'; \
+	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics,tracing]'; \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
 

@@ -42,12 +42,17 @@ def test_public_classes_other_than_exceptions_are_final() -> None:
                 assert re.search(rf"@final\n(@.*\n)*class {name}\b", SOURCE), name
 
 
-def test_the_metrics_module_documents_and_exports_its_one_name() -> None:
+def test_the_metrics_and_tracing_modules_document_what_they_export() -> None:
     import bulkhead.metrics
 
+    import bulkhead.tracing
+
     assert bulkhead.metrics.__all__ == ["PrometheusMetrics"]
-    assert inspect.getdoc(bulkhead.metrics.PrometheusMetrics)
-    assert inspect.getdoc(bulkhead.metrics)
+    assert bulkhead.tracing.__all__ == ["JobSpans"]
+    for module in (bulkhead.metrics, bulkhead.tracing):
+        assert inspect.getdoc(module)
+        for name in module.__all__:
+            assert inspect.getdoc(getattr(module, name)), name
 
 
 def test_package_ships_py_typed() -> None:

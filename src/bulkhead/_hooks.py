@@ -66,3 +66,31 @@ class Hooks:
     )
     """``on_rejected(priority, error)``: pool ``priority`` refused a dispatch
     with ``error`` (:exc:`trio.WouldBlock` or :exc:`PoolFull`)."""
+
+    @classmethod
+    def combine(cls, *hooks: Hooks) -> Hooks:
+        """One :class:`Hooks` that calls each of ``hooks`` in turn, per event.
+
+        Example: metrics and tracing together::
+
+            hooks = Hooks.combine(metrics.hooks, spans.hooks)
+        """
+        for each in hooks:
+            if not isinstance(each, Hooks):
+                raise TypeError(f"Hooks.combine() takes Hooks, got {each!r}")
+        events = {}
+        for field in attrs.fields(cls):
+            callbacks = [c for h in hooks if (c := getattr(h, field.name)) is not None]
+            if len(callbacks) == 1:
+                events[field.name] = callbacks[0]
+            elif callbacks:
+                events[field.name] = _calling_each(callbacks)
+        return cls(**events)
+
+
+def _calling_each(callbacks: list[Callable[..., object]]) -> Callable[..., None]:
+    def call_each(*args: Any) -> None:
+        for callback in callbacks:
+            callback(*args)
+
+    return call_each
