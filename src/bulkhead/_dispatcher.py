@@ -589,7 +589,18 @@ class Dispatcher:
         pool, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
-        job = self._job(pool, fn, args, name, timeout, retry)
+        config = pool.config
+        job = Job._create(  # as _job(), inline on the hot path
+            next(_job_ids),
+            config.priority,
+            fn,
+            args,
+            contextvars.copy_context() if config.copy_context else None,
+            name,
+            timeout,
+            retry,
+            pool,
+        )
         await trio.lowlevel.checkpoint_if_cancelled()
         if pool.try_accept(job):
             # Accepted: yield, but a cancellation now must not lose the job.
