@@ -54,6 +54,7 @@ def load(name: str) -> ModuleType:
             ],
         ),
         ("noisy_neighbour", ["--requests", "20", "--report-time", "0.05"]),
+        ("elastic_service", ["--seconds", "6", "--burst-rate", "100"]),
         ("flaky_dependency", ["--keys", "5", "--no-retry-keys", "2"]),
         (
             "shutdown_hook",
@@ -69,5 +70,11 @@ def test_example_runs_to_completion(
 
 
 def test_every_example_is_exercised() -> None:
-    tested = {"rounds", "noisy_neighbour", "flaky_dependency", "shutdown_hook"}
+    tested = {
+        "rounds",
+        "noisy_neighbour",
+        "flaky_dependency",
+        "shutdown_hook",
+        "elastic_service",
+    }
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested
