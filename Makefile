@@ -4,17 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 LINTED := src tests examples benchmarks docs/conf.py
 
-.PHONY: test lint types unit demo docs bench test-deep test-all clean
+.PHONY: test lint types unit demo serve docs bench test-deep test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # One stamp per extra (.venv/.dev, .venv/.demo, .venv/.docs, .venv/.bench):
-# reinstalled when pyproject.toml changes. Process and Dask pools, metrics and
-# tracing are in every set.
+# reinstalled when pyproject.toml changes. Process and Dask pools, metrics,
+# tracing and the service are in every set.
 $(VENV)/.%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics,tracing]'
+	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics,tracing,service]'
 	touch $@
 
 test: lint types unit
@@ -42,7 +42,7 @@ test-all:
 	  echo "== Python $$v: $$py"; \
 	  [ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v; \
 	  .venv-$$v/bin/python -m pip install -q --upgrade pip; \
-	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics,tracing]'; \
+	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics,tracing,service]'; \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
 
@@ -51,6 +51,10 @@ test-deep: $(VENV)/.dev
 
 demo: $(VENV)/.demo
 	$(BIN)/python examples/rounds.py
+
+# The example service on 127.0.0.1:8080 (examples/service_jobs.py), no journal.
+serve: $(VENV)/.dev
+	$(BIN)/python -m bulkhead serve examples.service_jobs:registry --journal :memory:
 
 docs: $(VENV)/.docs
 	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html

@@ -76,5 +76,6 @@ def test_every_example_is_exercised() -> None:
         "flaky_dependency",
         "shutdown_hook",
         "elastic_service",
+        "service_jobs",  # started as a server by tests/test_service.py
     }
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested

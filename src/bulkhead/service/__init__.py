@@ -1,0 +1,30 @@
+"""bulkhead as a service: ``bulkhead serve MODULE:REGISTRY`` (the ``service`` extra).
+
+A :class:`JobRegistry` names the job types a service runs; ``bulkhead
+serve`` (or :func:`serve` inside a trio program) puts them behind an HTTP
+API: submit with ``POST /jobs``, read with ``GET /jobs/{id}``, cancel with
+``DELETE /jobs/{id}``, probe ``/health`` and ``/ready``, watch ``/stats``,
+``/workers`` and ``/metrics``. Every accepted job is in a SQLite journal
+before its 202 is sent; jobs a crash interrupted run again at the next
+start (at least once). SIGTERM or SIGINT drains within the grace period.
+"""
+
+from ._config import ConfigError as ConfigError
+from ._config import PoolSpec as PoolSpec
+from ._config import ServiceConfig as ServiceConfig
+from ._registry import ArgumentsInvalid as ArgumentsInvalid
+from ._registry import JobRegistry as JobRegistry
+from ._registry import JobType as JobType
+from ._service import Service as Service
+from .cli import serve as serve
+
+__all__ = [
+    "ArgumentsInvalid",
+    "ConfigError",
+    "JobRegistry",
+    "JobType",
+    "PoolSpec",
+    "Service",
+    "ServiceConfig",
+    "serve",
+]

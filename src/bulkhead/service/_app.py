@@ -1,0 +1,321 @@
+"""The HTTP API: a FastAPI app over a :class:`~bulkhead.service.Service`.
+
+Why FastAPI rather than bare Starlette: the request bodies are pydantic
+models, so malformed and ill-typed requests are refused before our code runs
+with a message naming the field, and the OpenAPI schema (``/openapi.json``,
+``/docs``) is generated from the same models, so the API reference cannot
+drift from the code. FastAPI is Starlette underneath and runs on anyio, which
+runs on trio; every endpoint is ``async`` (nothing goes to anyio's thread
+pool). Errors are always ``{"error": "..."}`` (plus ``"fields"`` for 422),
+never a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated, Any, Literal
+
+import pydantic
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._service import STATES, Rejected, Service
+
+log = logging.getLogger("bulkhead.service.http")
+
+
+def _priority(value: object) -> object:
+    if value is None or (isinstance(value, (int, str)) and not isinstance(value, bool)):
+        return value
+    raise ValueError("give low, normal, high, urgent or a pool number")
+
+
+class JobSubmission(pydantic.BaseModel):
+    """The body of ``POST /jobs``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    type: str = pydantic.Field(min_length=1, max_length=200)
+    """A registered job type (see ``GET /job-types``)."""
+    priority: Annotated[int | str | None, pydantic.BeforeValidator(_priority)] = None
+    """``low``, ``normal``, ``high``, ``urgent`` or a pool number; default:
+    the job type's pool."""
+    args: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """The job function's arguments by name."""
+    idempotency_key: str | None = pydantic.Field(
+        default=None, min_length=1, max_length=200
+    )
+    """A second submission with the same key returns the first job's id."""
+
+
+class JobAccepted(pydantic.BaseModel):
+    """The answer to ``POST /jobs``."""
+
+    id: int
+    duplicate: bool
+
+
+class JobView(pydantic.BaseModel):
+    """One job, as ``GET /jobs/{id}`` shows it (times are Unix seconds)."""
+
+    id: int
+    type: str
+    priority: int
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    attempts: int
+    resumed: int
+    accepted_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: Any
+    error: str | None
+
+
+class JobPage(pydantic.BaseModel):
+    """A page of ``GET /jobs``."""
+
+    jobs: list[JobView]
+    limit: int
+    offset: int
+
+
+class Problem(pydantic.BaseModel):
+    """Every error answer."""
+
+    error: str
+
+
+def _problem(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a body over ``limit`` bytes, whether
+    it declares its length or streams it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer the (small) body, refuse it if too large, replay it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = _problem(413, f"request body over {self.limit} bytes")
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _problem(400, "bad Content-Length")(scope, receive, send)
+                    return
+                if declared > self.limit:
+                    await too_large(scope, receive, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks)}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(service: Service) -> FastAPI:
+    """The ASGI app serving ``service`` (see the module docstring)."""
+    app = FastAPI(
+        title="bulkhead service",
+        summary="Submit jobs to isolated trio worker pools, one per priority.",
+        version="0.1.0",
+        responses={
+            401: {"model": Problem, "description": "Missing or wrong bearer token"},
+            413: {"model": Problem, "description": "Request body too large"},
+        },
+    )
+    token = None if service.config.token is None else service.config.token.encode()
+
+    async def authorized(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(
+                401, "missing bearer token: send 'Authorization: Bearer <token>'"
+            )
+        if not hmac.compare_digest(given.strip().encode(), token):
+            raise HTTPException(401, "wrong bearer token")
+
+    secured = [Depends(authorized)]
+
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, exc: Rejected) -> JSONResponse:
+        headers = (
+            {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        )
+        return _problem(exc.status, str(exc), **headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return _problem(exc.status_code, str(exc.detail), **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        for error in errors:
+            if error.get("type") == "json_invalid":
+                return _problem(400, f"malformed JSON: {error.get('msg', '')}")
+        fields = [
+            {
+                "field": ".".join(str(part) for part in error["loc"][1:])
+                or str(error["loc"][0]),
+                "message": error["msg"],
+            }
+            for error in errors
+        ]
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse({"error": message, "fields": fields}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc, extra={"path": request.url.path})
+        return _problem(500, "internal error (logged on the server)")
+
+    @app.get("/health", tags=["probes"])
+    async def health() -> dict[str, str]:
+        """Liveness: 200 while the process serves HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["probes"], responses={503: {"model": Problem}})
+    async def ready() -> JSONResponse:
+        """Readiness: 200 once the pools are up, 503 while draining."""
+        if service.ready:
+            return JSONResponse({"status": "ready"})
+        return _problem(503, "draining" if service.draining else "starting")
+
+    @app.get("/stats", tags=["monitoring"], dependencies=secured)
+    async def stats() -> dict[str, Any]:
+        """Per-pool statistics (:class:`bulkhead.PoolStatistics`) and uptime."""
+        return service.statistics()
+
+    @app.get(
+        "/metrics",
+        tags=["monitoring"],
+        dependencies=secured,
+        response_class=PlainTextResponse,
+    )
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format: per-pool counters, gauges, job durations."""
+        return PlainTextResponse(
+            generate_latest(service.metrics.registry),
+            media_type=CONTENT_TYPE_LATEST,
+        )
+
+    @app.get("/workers", tags=["monitoring"], dependencies=secured)
+    async def workers() -> dict[str, Any]:
+        """Each pool's workers and the jobs running on them."""
+        return service.workers()
+
+    @app.get("/job-types", tags=["jobs"], dependencies=secured)
+    async def job_types() -> dict[str, Any]:
+        """The registered job types, their pools and argument schemas."""
+        return {
+            job_type.name: {"priority": job_type.priority, "args": job_type.schema()}
+            for job_type in service.registry
+        }
+
+    @app.post(
+        "/jobs",
+        tags=["jobs"],
+        status_code=202,
+        dependencies=secured,
+        response_model=JobAccepted,
+        responses={
+            200: {"model": JobAccepted, "description": "Idempotency key seen before"},
+            400: {"model": Problem, "description": "Malformed JSON"},
+            422: {"model": Problem, "description": "Unknown type, priority or args"},
+            429: {"model": Problem, "description": "Pool and queue full"},
+            503: {"model": Problem, "description": "Shutting down"},
+        },
+    )
+    async def submit(submission: JobSubmission) -> JSONResponse:
+        """Submit a job: recorded in the journal, then accepted by its pool.
+
+        202 with its id; 200 with the earlier id for a repeated idempotency
+        key; 429 (``Retry-After``) when the pool and its queue stay full.
+        """
+        id, created = await service.submit(
+            submission.type,
+            submission.priority,
+            submission.args,
+            submission.idempotency_key,
+        )
+        return JSONResponse(
+            {"id": id, "duplicate": not created}, status_code=202 if created else 200
+        )
+
+    @app.get(
+        "/jobs/{id}",
+        tags=["jobs"],
+        dependencies=secured,
+        response_model=JobView,
+        responses={404: {"model": Problem}},
+    )
+    async def get_job(id: int) -> dict[str, Any]:
+        """A job's state, attempts, timings, and result or error."""
+        return await service.job(id)
+
+    @app.delete(
+        "/jobs/{id}",
+        tags=["jobs"],
+        status_code=202,
+        dependencies=secured,
+        response_model=JobView,
+        responses={404: {"model": Problem}, 409: {"model": Problem}},
+    )
+    async def cancel_job(id: int) -> dict[str, Any]:
+        """Cancel a queued or running job (it ends ``cancelled``)."""
+        return await service.cancel(id)
+
+    @app.get("/jobs", tags=["jobs"], dependencies=secured, response_model=JobPage)
+    async def list_jobs(
+        state: Annotated[
+            Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+            Query(),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Jobs in id order, optionally of one state, a page at a time."""
+        assert state is None or state in STATES
+        jobs = await service.jobs(state, limit, offset)
+        return {"jobs": jobs, "limit": limit, "offset": offset}
+
+    app.add_middleware(BodyLimit, limit=service.config.max_body)
+    return app

@@ -1,0 +1,211 @@
+"""Job types a service runs: names, functions, pools and argument schemas.
+
+A :class:`JobRegistry` is the only way work reaches a service: a request names
+a registered type and gives JSON arguments, which are validated against a
+pydantic model built once, at registration, from the function's typed
+signature. Nothing else is ever called.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar, final
+
+import attrs
+import pydantic
+
+from bulkhead._policy import Priority
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+PRIORITY_NAMES: Mapping[str, int] = {p.name.lower(): int(p) for p in Priority}
+"""``low``, ``normal``, ``high`` and ``urgent``: the four named priorities."""
+
+
+class ArgumentsInvalid(ValueError):
+    """JSON arguments that do not fit a job type's signature.
+
+    ``errors`` lists ``(field, message)`` pairs, ``field`` being the dotted
+    path of the offending argument (``"args.x"``).
+    """
+
+    errors: list[tuple[str, str]]
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
+
+
+def resolve_priority(value: str | int) -> int:
+    """The pool number of a priority given by name (``"high"``) or number.
+
+    Raises:
+      ValueError: for a name that is none of the four named priorities.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"priority must be a name or an int, got {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return PRIORITY_NAMES[value.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown priority {value!r}: use one of {', '.join(PRIORITY_NAMES)} "
+            "or a pool number"
+        ) from None
+
+
+@final
+@attrs.frozen
+class JobType:
+    """One registered job type; built by :meth:`JobRegistry.job`."""
+
+    name: str
+    """The name requests use (``{"type": name}``)."""
+    fn: Callable[..., Awaitable[Any]]
+    """The async function run for each job."""
+    priority: int
+    """The pool its jobs run in unless a request names another."""
+    arguments: type[pydantic.BaseModel]
+    """The pydantic model of its keyword arguments, from the signature."""
+
+    def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the keyword arguments for :attr:`fn` from JSON ``args``.
+
+        Raises:
+          ArgumentsInvalid: naming each argument that does not fit.
+        """
+        try:
+            model = self.arguments.model_validate(args)
+        except pydantic.ValidationError as exc:
+            raise ArgumentsInvalid(
+                [
+                    (".".join(["args", *map(str, error["loc"])]), error["msg"])
+                    for error in exc.errors()
+                ]
+            ) from None
+        return {name: getattr(model, name) for name in type(model).model_fields}
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema of its arguments (for ``GET /job-types``)."""
+        return self.arguments.model_json_schema()
+
+
+def _arguments_model(name: str, fn: Callable[..., Any]) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except NameError as exc:
+        raise TypeError(
+            f"job type {name!r}: cannot resolve annotation: {exc}"
+        ) from None
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(
+                f"job type {name!r}: *{param.name} cannot come from JSON; "
+                "give every argument a name and a type"
+            )
+        if param.kind is param.POSITIONAL_ONLY:
+            raise TypeError(
+                f"job type {name!r}: argument {param.name!r} is positional-only; "
+                "JSON arguments are passed by name"
+            )
+        if param.name not in hints:
+            raise TypeError(
+                f"job type {name!r}: argument {param.name!r} has no type "
+                "annotation; annotate it so its JSON can be validated"
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    model: type[pydantic.BaseModel] = pydantic.create_model(
+        f"{name}_arguments",
+        __config__=pydantic.ConfigDict(extra="forbid"),
+        **fields,
+    )
+    return model
+
+
+@final
+class JobRegistry:
+    """Maps job type names to async functions, each with its pool.
+
+    Example::
+
+        registry = JobRegistry()
+
+        @registry.job(priority="high")
+        async def resize_image(url: str, width: int = 640) -> str:
+            ...
+
+    Serve it with ``bulkhead serve mymodule:registry``; a client then posts
+    ``{"type": "resize_image", "args": {"url": "..."}}`` to ``/jobs``.
+    """
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def job(
+        self, *, name: str | None = None, priority: str | int = "normal"
+    ) -> Callable[[_F], _F]:
+        """Register an async function as a job type (a decorator).
+
+        Args:
+          name: the type's name (default: the function's ``__name__``).
+          priority: its pool, ``low``, ``normal`` (default), ``high``,
+            ``urgent`` or a pool number.
+
+        Raises:
+          TypeError: for a sync function, or a signature JSON cannot fill.
+          ValueError: for a name registered twice or a bad priority.
+        """
+
+        def register(fn: _F) -> _F:
+            self.add(fn, name=name, priority=priority)
+            return fn
+
+        return register
+
+    def add(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *,
+        name: str | None = None,
+        priority: str | int = "normal",
+    ) -> JobType:
+        """Register ``fn`` (as :meth:`job` does) and return its :class:`JobType`."""
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"a job type must be an async function, got {fn!r}")
+        name = fn.__name__ if name is None else name
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"a job type name must be an identifier, got {name!r}")
+        if name in self._types:
+            raise ValueError(f"job type {name!r} is already registered")
+        job_type = JobType(
+            name, fn, resolve_priority(priority), _arguments_model(name, fn)
+        )
+        self._types[name] = job_type
+        return job_type
+
+    def __getitem__(self, name: str) -> JobType:
+        """The job type called ``name``.
+
+        Raises:
+          KeyError: naming the registered types.
+        """
+        try:
+            return self._types[name]
+        except KeyError:
+            known = ", ".join(sorted(self._types)) or "none"
+            raise KeyError(f"unknown job type {name!r}; registered: {known}") from None
+
+    def __iter__(self) -> Iterator[JobType]:
+        """The registered job types, in registration order."""
+        return iter(self._types.values())
+
+    def __len__(self) -> int:
+        """How many job types are registered."""
+        return len(self._types)
+
+    def __repr__(self) -> str:
+        return f"<bulkhead.service.JobRegistry {', '.join(self._types) or 'empty'}>"

@@ -1,0 +1,711 @@
+"""bulkhead serve: a real server process on 127.0.0.1, driven over HTTP.
+
+Every test talks to ``python -m bulkhead serve examples.service_jobs:registry``
+through httpx. ``HYPOTHESIS_PROFILE=deep`` (``make test-deep``) runs the load
+test at 10,000 submissions from 50 clients instead of 1,000 from 20.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bulkhead.service import ConfigError, JobRegistry, ServiceConfig
+
+from ._service_server import ROOT, ServerProcess, server_args
+
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
+POOLS = "low=2:10,normal=4,high=8,urgent=1:1"
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server shared by the endpoint tests (journal on disk)."""
+    base = tmp_path_factory.mktemp("service")
+    process = ServerProcess(
+        base / "server.log",
+        str(base / "journal.sqlite3"),
+        *server_args(POOLS, "--grace-period", "1", "--max-body", "2048"),
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.stop()
+        process.kill()
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    """A sync client of the shared server."""
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def wait_for(client: httpx.Client, id: int, *states: str) -> dict[str, Any]:
+    """Poll ``GET /jobs/{id}`` until the job is in one of ``states``."""
+    deadline = time.monotonic() + 10
+    while True:
+        view: dict[str, Any] = client.get(f"/jobs/{id}").json()
+        if view["state"] in states or time.monotonic() > deadline:
+            return view
+        time.sleep(0.01)
+
+
+def accepted(client: httpx.Client) -> int:
+    """Jobs the server accepted since it started."""
+    return int(client.get("/stats").json()["accepted"])
+
+
+# ------------------------------------------------------------ happy paths
+
+
+def test_health_and_ready(client: httpx.Client) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_submit_then_read_the_result(client: httpx.Client) -> None:
+    response = client.post("/jobs", json={"type": "add", "args": {"x": 2, "y": 3}})
+    assert response.status_code == 202
+    id = response.json()["id"]
+    assert response.json() == {"id": id, "duplicate": False}
+    view = wait_for(client, id, "succeeded")
+    assert view["state"] == "succeeded"
+    assert view["result"] == 5
+    assert view["attempts"] == 1
+    assert view["priority"] == 3  # add's pool: high
+    assert view["error"] is None
+    assert view["accepted_at"] <= view["started_at"] <= view["finished_at"]
+
+
+def test_priority_by_name_and_number(client: httpx.Client) -> None:
+    for priority, number in (("urgent", 4), ("LOW", 1), (2, 2)):
+        response = client.post(
+            "/jobs", json={"type": "add", "priority": priority, "args": {"x": 1}}
+        )
+        assert response.status_code == 202, response.text
+        view = wait_for(client, response.json()["id"], "succeeded")
+        assert (view["priority"], view["result"]) == (number, 1)
+
+
+def test_failed_job_reports_its_error_without_a_traceback(
+    client: httpx.Client,
+) -> None:
+    response = client.post("/jobs", json={"type": "fail", "args": {"message": "boom"}})
+    view = wait_for(client, response.json()["id"], "failed")
+    assert view["state"] == "failed"
+    assert view["error"] == "RuntimeError: boom"
+    assert "Traceback" not in response.text + str(view)
+
+
+def test_cancel_a_running_job(client: httpx.Client) -> None:
+    id = client.post("/jobs", json={"type": "sleep", "args": {"seconds": 60}}).json()[
+        "id"
+    ]
+    assert wait_for(client, id, "running")["state"] == "running"
+    workers = client.get("/workers").json()["pools"]["low"]
+    assert id in [job["id"] for job in workers["running"]]
+    response = client.delete(f"/jobs/{id}")
+    assert response.status_code == 202
+    view = wait_for(client, id, "cancelled")
+    assert (view["state"], view["error"]) == ("cancelled", "cancelled")
+    again = client.delete(f"/jobs/{id}")
+    assert again.status_code == 409
+    assert again.json() == {"error": f"job {id} has already finished: cancelled"}
+    missing = client.delete("/jobs/999999")
+    assert missing.status_code == 404
+
+
+def test_list_jobs_paged_and_by_state(client: httpx.Client) -> None:
+    ids = [
+        client.post("/jobs", json={"type": "add", "args": {"x": i}}).json()["id"]
+        for i in range(5)
+    ]
+    for id in ids:
+        wait_for(client, id, "succeeded")
+    time.sleep(0.2)  # the journal commits the ends in its next batch
+    page = client.get("/jobs", params={"state": "succeeded", "limit": 1000}).json()
+    listed = [job["id"] for job in page["jobs"]]
+    assert set(ids) <= set(listed)
+    assert listed == sorted(listed)
+    assert all(job["state"] == "succeeded" for job in page["jobs"])
+    first = client.get("/jobs", params={"limit": 2, "offset": 0}).json()["jobs"]
+    second = client.get("/jobs", params={"limit": 2, "offset": 2}).json()["jobs"]
+    assert len(first) == len(second) == 2
+    assert first[-1]["id"] < second[0]["id"]
+    bad = client.get("/jobs", params={"state": "lost"})
+    assert bad.status_code == 422
+    assert bad.json()["error"].startswith("state: Input should be")
+
+
+def test_idempotency_key_returns_the_first_job(client: httpx.Client) -> None:
+    body = {"type": "add", "args": {"x": 7}, "idempotency_key": "order-42"}
+    first = client.post("/jobs", json=body)
+    before = accepted(client)
+    second = client.post("/jobs", json=body)
+    assert first.status_code == 202
+    assert second.status_code == 200
+    assert second.json() == {"id": first.json()["id"], "duplicate": True}
+    assert accepted(client) == before
+
+
+def test_stats_metrics_and_job_types(client: httpx.Client) -> None:
+    client.post("/jobs", json={"type": "add", "args": {"x": 1}})
+    stats = client.get("/stats").json()
+    assert stats["uptime"] > 0
+    assert set(stats["pools"]) == {"low", "normal", "high", "urgent"}
+    high = stats["pools"]["high"]
+    assert high["workers"] == 8
+    assert (
+        high["submitted"]
+        == (high["queued"] + high["busy"] + high["succeeded"] + high["failed"])
+        + high["cancelled"]
+    )
+    metrics = client.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'bulkhead_jobs_submitted_total{pool="3"}' in metrics.text
+    assert "bulkhead_job_duration_seconds_bucket" in metrics.text
+    types = client.get("/job-types").json()
+    assert set(types) == {"add", "sleep", "fail"}
+    assert types["add"]["args"]["required"] == ["x"]
+    assert client.get("/openapi.json").json()["paths"]["/jobs"]["post"]
+
+
+def test_full_pool_answers_429_with_retry_after(client: httpx.Client) -> None:
+    # urgent=1:1: one job runs, one waits, the third finds no room.
+    body = {"type": "sleep", "priority": "urgent", "args": {"seconds": 60}}
+    held = [client.post("/jobs", json=body).json()["id"] for _ in range(2)]
+    before = accepted(client)
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {
+        "error": "pool 'urgent' and its queue are full; retry later"
+    }
+    assert accepted(client) == before
+    for id in held:
+        client.delete(f"/jobs/{id}")
+        assert wait_for(client, id, "cancelled")["state"] == "cancelled"
+
+
+# -------------------------------------------------------------- bad input
+
+BAD_BODIES: list[tuple[str, Any, int, str]] = [
+    (
+        "unknown type",
+        {"type": "nope"},
+        422,
+        "unknown job type 'nope'; registered: add, fail, sleep",
+    ),
+    (
+        "unknown priority",
+        {"type": "add", "priority": "asap", "args": {"x": 1}},
+        422,
+        "priority: unknown priority 'asap': use one of low, normal, high, urgent "
+        "or a pool number",
+    ),
+    (
+        "unconfigured pool",
+        {"type": "add", "priority": 9, "args": {"x": 1}},
+        422,
+        "priority: no pool 9 is configured; pools: low, normal, high, urgent",
+    ),
+    (
+        "wrong argument type",
+        {"type": "add", "args": {"x": "two"}},
+        422,
+        "args.x: Input should be a valid integer, unable to parse string as an integer",
+    ),
+    ("missing argument", {"type": "add", "args": {}}, 422, "args.x: Field required"),
+    (
+        "extra argument",
+        {"type": "add", "args": {"x": 1, "z": 2}},
+        422,
+        "args.z: Extra inputs are not permitted",
+    ),
+    ("args not an object", {"type": "add", "args": [1]}, 422, "args: Input should"),
+    ("body not an object", [1, 2], 422, "body: Input should be a valid dictionary"),
+    ("missing type", {"args": {}}, 422, "type: Field required"),
+    (
+        "unknown field",
+        {"type": "add", "args": {"x": 1}, "when": "now"},
+        422,
+        "when: Extra inputs are not permitted",
+    ),
+    (
+        "boolean priority",
+        {"type": "add", "priority": True},
+        422,
+        "priority: Value error, give low, normal, high, urgent or a pool number",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [pytest.param(b, s, m, id=name) for name, b, s, m in BAD_BODIES],
+)
+def test_bad_submission_is_refused_and_nothing_accepted(
+    client: httpx.Client, body: Any, status: int, message: str
+) -> None:
+    before = accepted(client)
+    response = client.post("/jobs", json=body)
+    assert response.status_code == status
+    assert response.json()["error"].startswith(message), response.json()
+    assert accepted(client) == before
+
+
+def test_malformed_json_is_400(client: httpx.Client) -> None:
+    before = accepted(client)
+    response = client.post(
+        "/jobs",
+        content=b'{"type": "add",',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("malformed JSON")
+    assert accepted(client) == before
+
+
+def test_oversized_body_is_413(client: httpx.Client) -> None:
+    before = accepted(client)
+    body = {"type": "sleep", "args": {"seconds": 0, "tag": "x" * 5000}}
+    response = client.post("/jobs", json=body)
+    assert response.status_code == 413
+    assert response.json() == {"error": "request body over 2048 bytes"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: streamed
+        yield b'{"type": "sleep", "args": {"seconds": 0, "tag": "'
+        yield b"x" * 5000
+        yield b'"}}'
+
+    streamed = client.post(
+        "/jobs", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert accepted(client) == before
+
+
+def test_unknown_job_is_404_and_bad_id_422(client: httpx.Client) -> None:
+    response = client.get("/jobs/987654")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "no job 987654 (never accepted, or its result expired)"
+    }
+    assert client.get("/jobs/abc").status_code == 422
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+SUBMISSIONS = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["add", "fail", "nope", ""]) | st.text(max_size=8),
+            "priority": st.sampled_from(["low", "high", "nope", 0, 3, -1, 10**30])
+            | JSON,
+            "args": st.fixed_dictionaries(
+                {}, optional={"x": JSON, "y": JSON, "message": JSON}
+            )
+            | JSON,
+            "idempotency_key": st.text(max_size=5) | JSON,
+        },
+    )
+    | JSON
+)
+
+
+@given(body=SUBMISSIONS)
+def test_fuzzed_submissions_never_5xx(server: ServerProcess, body: Any) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        response = c.post("/jobs", json=body)
+    assert response.status_code in (200, 202, 400, 422, 429), response.text
+    assert "Traceback" not in response.text
+
+
+@given(raw=st.binary(max_size=300))
+def test_fuzzed_raw_bodies_never_5xx(server: ServerProcess, raw: bytes) -> None:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        response = c.post(
+            "/jobs", content=raw, headers={"content-type": "application/json"}
+        )
+    assert response.status_code in (200, 202, 400, 422, 429), response.text
+
+
+# ------------------------------------------------------------------ token
+
+
+def test_token_is_required_and_checked(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path / "server.log",
+        ":memory:",
+        *server_args(POOLS),
+        env={"BULKHEAD_TOKEN": TOKEN},
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            body = {"type": "add", "args": {"x": 1}}
+            missing = c.post("/jobs", json=body)
+            assert missing.status_code == 401
+            assert missing.headers["www-authenticate"] == "Bearer"
+            assert missing.json() == {
+                "error": "missing bearer token: send 'Authorization: Bearer <token>'"
+            }
+            wrong = c.post("/jobs", json=body, headers={"authorization": "Bearer x"})
+            assert wrong.json() == {"error": "wrong bearer token"}
+            assert c.get("/stats").status_code == 401
+            assert c.get("/health").status_code == 200  # probes stay open
+            auth = {"authorization": f"Bearer {TOKEN}"}
+            assert c.get("/stats", headers=auth).json()["accepted"] == 0
+            assert c.post("/jobs", json=body, headers=auth).status_code == 202
+    finally:
+        assert server.stop() == 0
+
+
+# ---------------------------------------------------------- configuration
+
+
+def test_config_reports_every_bad_value() -> None:
+    env = {
+        "BULKHEAD_PORT": "80000",
+        "BULKHEAD_POOLS": "high=8,turbo=2",
+        "BULKHEAD_GRACE_PERIOD": "soon",
+        "BULKHEAD_LOG_LEVEL": "loud",
+    }
+    with pytest.raises(ConfigError) as caught:
+        ServiceConfig.load({"retry_attempts": "0"}, env)
+    assert str(caught.value).splitlines() == [
+        "bad configuration:",
+        "  BULKHEAD_PORT='80000': expected an integer from 0 to 65535",
+        "  BULKHEAD_POOLS='high=8,turbo=2': in 'turbo=2': unknown priority 'turbo': "
+        "use one of low, normal, high, urgent or a pool number",
+        "  --retry-attempts='0': expected an integer from 1 to 100",
+        "  BULKHEAD_GRACE_PERIOD='soon': expected a number of seconds, e.g. 30 or 0.5",
+        "  BULKHEAD_LOG_LEVEL='loud': expected DEBUG, INFO, WARNING or ERROR",
+    ]
+
+
+def test_config_flags_win_over_env_and_pools_parse() -> None:
+    config = ServiceConfig.load(
+        {"port": "9000", "pools": "low=1,7=3:5"}, {"BULKHEAD_PORT": "8000"}
+    )
+    assert config.port == 9000
+    assert [(p.priority, p.workers, p.queue) for p in config.pools] == [
+        (1, 1, 100),
+        (7, 3, 5),
+    ]
+
+
+def test_non_loopback_host_without_token_refuses_to_start() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bulkhead", "serve", "examples.service_jobs:registry"],
+        cwd=ROOT,
+        env={**os.environ, "BULKHEAD_HOST": "0.0.0.0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "bulkhead serve: bad configuration:",
+        "  host '0.0.0.0' is not loopback: set BULKHEAD_TOKEN (or --token) so that "
+        "only clients holding it can submit jobs",
+    ]
+    with pytest.raises(ConfigError, match="not loopback"):
+        ServiceConfig.load({"host": "10.0.0.1"}, {})
+    assert ServiceConfig.load({"host": "10.0.0.1", "token": TOKEN}, {}).token == TOKEN
+
+
+# --------------------------------------------------------------- registry
+
+
+def test_registry_validates_arguments_and_signatures() -> None:
+    registry = JobRegistry()
+
+    @registry.job(priority="urgent")
+    async def scale(values: list[float], factor: float = 2.0) -> list[float]:
+        return [v * factor for v in values]
+
+    job_type = registry["scale"]
+    assert job_type.priority == 4
+    assert job_type.validate({"values": [1, 2]}) == {
+        "values": [1.0, 2.0],
+        "factor": 2.0,
+    }
+    with pytest.raises(ValueError, match=r"^args\.values\.1: Input should be"):
+        job_type.validate({"values": [1, "x"]})
+    with pytest.raises(KeyError, match="unknown job type 'other'; registered: scale"):
+        registry["other"]
+
+    def sync(x: int) -> int:
+        return x
+
+    async def untyped(x):  # type: ignore[no-untyped-def]
+        return x
+
+    async def star(*xs: int) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"^a job type must be an async function"):
+        registry.add(sync)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"argument 'x' has no type annotation"):
+        registry.add(untyped)
+    with pytest.raises(TypeError, match=r"\*xs cannot come from JSON"):
+        registry.add(star)
+    with pytest.raises(ValueError, match=r"^job type 'scale' is already registered$"):
+        registry.add(scale)
+    with pytest.raises(ValueError, match=r"^unknown priority 'top'"):
+        registry.add(scale, name="other", priority="top")
+
+
+# ------------------------------------------------------- load and signals
+
+
+async def _submit_all(
+    url: str, clients: int, per_client: int, body: Any
+) -> tuple[list[int], int]:
+    """``clients`` concurrent clients each submit ``per_client`` jobs,
+    retrying 429s; return the 202'd ids and how many 429s they saw."""
+    ids: list[int] = []
+    refused = 0
+
+    async def one_client(n: int) -> None:
+        nonlocal refused
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            for i in range(per_client):
+                while True:
+                    response = await c.post("/jobs", json=body(n, i))
+                    if response.status_code != 429:
+                        break
+                    refused += 1
+                    await trio.sleep(0.01)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["id"])
+
+    async with trio.open_nursery() as nursery:
+        for n in range(clients):
+            nursery.start_soon(one_client, n)
+    return ids, refused
+
+
+async def wait_drained(c: httpx.AsyncClient) -> None:
+    """Poll ``/stats`` until no job is in flight (20 s at most)."""
+    for _ in range(400):
+        if not (await c.get("/stats")).json()["in_memory"]:
+            return
+        await trio.sleep(0.05)
+    raise AssertionError("jobs still in flight after 20 s")
+
+
+@pytest.fixture
+def load_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server for the load test, journal on disk."""
+    server = ServerProcess(
+        tmp_path / "server.log",
+        str(tmp_path / "journal.sqlite3"),
+        *server_args("low=2,normal=4,high=8:50,urgent=2", "--keep-results", "100000"),
+    )
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_load_every_job_runs_once(load_server: ServerProcess) -> None:
+    clients, per_client = (50, 200) if DEEP else (20, 50)
+    total = clients * per_client
+    started = time.monotonic()
+    ids, refused = await _submit_all(
+        load_server.url,
+        clients,
+        per_client,
+        lambda n, i: {"type": "add", "args": {"x": n, "y": i}},
+    )
+    elapsed = time.monotonic() - started
+    assert len(ids) == len(set(ids)) == total
+    async with httpx.AsyncClient(base_url=load_server.url, timeout=30) as c:
+        await wait_drained(c)
+        stats = (await c.get("/stats")).json()
+        high = stats["pools"]["high"]
+        assert stats["accepted"] == total
+        assert high["submitted"] == high["started"] == high["succeeded"] == total
+        assert high["failed"] == high["cancelled"] == 0
+        assert high["rejected"] == refused
+        jobs: list[dict[str, Any]] = []
+        while page := (
+            await c.get("/jobs", params={"limit": 1000, "offset": len(jobs)})
+        ).json()["jobs"]:
+            jobs.extend(page)
+    assert sorted(job["id"] for job in jobs) == sorted(ids)
+    assert all(job["state"] == "succeeded" and job["attempts"] == 1 for job in jobs)
+    print(
+        f"\nload: {total} jobs from {clients} clients in {elapsed:.2f} s "
+        f"({total / elapsed:.0f}/s), {refused} x 429"
+    )
+    assert load_server.stop() == 0
+
+
+async def test_sigterm_mid_load_completes_or_cancels_every_accepted_job(
+    tmp_path: Path,
+) -> None:
+    journal = str(tmp_path / "journal.sqlite3")
+    server = await trio.to_thread.run_sync(
+        lambda: ServerProcess(
+            tmp_path / "server.log",
+            journal,
+            *server_args("low=8:40,normal=4,high=8", "--grace-period", "1"),
+        )
+    )
+    try:
+        ids: list[int] = []
+        refused_after_signal: list[int] = []
+        ready_after_signal: list[int] = []
+        signalled = trio.Event()
+
+        async def one_client(n: int) -> None:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+                for i in range(10_000):
+                    seconds = 0.05 if i % 3 else 3.0  # some outlive the grace
+                    body = {"type": "sleep", "args": {"seconds": seconds}}
+                    try:
+                        response = await c.post("/jobs", json=body)
+                    except httpx.TransportError:
+                        return  # the server has gone
+                    if response.status_code == 202:
+                        ids.append(response.json()["id"])
+                        if len(ids) == 40:
+                            server.signal(signal.SIGTERM)
+                            signalled.set()
+                    elif response.status_code == 503:
+                        refused_after_signal.append(n)
+                        assert signalled.is_set()
+                        with contextlib.suppress(httpx.TransportError):
+                            ready = await c.get("/ready")
+                            ready_after_signal.append(ready.status_code)
+                        return
+                    else:
+                        assert response.status_code == 429
+                        await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(10):
+                nursery.start_soon(one_client, n)
+        assert await trio.to_thread.run_sync(server.wait) == 0
+    finally:
+        server.kill()
+    assert refused_after_signal  # new submissions got 503 while draining
+    assert set(ready_after_signal) <= {503}
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        states = dict(db.execute("SELECT id, state FROM jobs").fetchall())
+    assert set(ids) <= set(states)  # none vanished
+    assert {states[id] for id in ids} <= {"succeeded", "cancelled"}
+    assert "cancelled" in {states[id] for id in ids}  # the grace period expired
+    events = server.events()
+    assert any(e.get("event") == "draining" for e in events)
+    stopped = [e for e in events if e.get("event") == "stopped"]
+    assert stopped[0]["succeeded"] + stopped[0]["cancelled"] == len(ids)
+
+
+async def test_sigkill_then_restart_resumes_every_accepted_job(
+    tmp_path: Path,
+) -> None:
+    journal = str(tmp_path / "journal.sqlite3")
+    args = server_args("low=8:50,normal=4,high=8", "--grace-period", "5")
+    first = await trio.to_thread.run_sync(
+        lambda: ServerProcess(tmp_path / "first.log", journal, *args)
+    )
+    ids: list[int] = []
+    try:
+
+        async def one_client() -> None:
+            async with httpx.AsyncClient(base_url=first.url, timeout=10) as c:
+                for _ in range(10_000):
+                    body = {"type": "sleep", "args": {"seconds": 0.1}}
+                    try:
+                        response = await c.post("/jobs", json=body)
+                    except httpx.TransportError:
+                        return  # killed
+                    if response.status_code == 202:
+                        ids.append(response.json()["id"])
+                        if len(ids) == 150:
+                            first.process.kill()
+                    else:
+                        assert response.status_code == 429
+                        await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(one_client)
+    finally:
+        first.kill()
+    assert len(ids) >= 150
+    second = await trio.to_thread.run_sync(
+        lambda: ServerProcess(tmp_path / "second.log", journal, *args)
+    )
+    try:
+        async with httpx.AsyncClient(base_url=second.url, timeout=10) as c:
+            resumed = (await c.get("/stats")).json()["resumed"]
+            await wait_drained(c)
+            views = [(await c.get(f"/jobs/{id}")).json() for id in ids]
+        assert second.stop() == 0
+    finally:
+        second.kill()
+    assert all(view["state"] == "succeeded" for view in views)
+    assert 0 < resumed <= len(ids)
+    # Jobs recorded whose 202 the kill cut off resume too (at least once).
+    assert resumed - 10 <= sum(view["resumed"] for view in views) <= resumed
+    logged = [e for e in second.events() if e.get("event") == "resumed"]
+    assert logged[0]["count"] == resumed
+    print(f"\ncrash: {len(ids)} accepted before SIGKILL, {resumed} resumed")
+
+
+def test_finished_jobs_are_pruned_to_keep_results(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path / "server.log",
+        str(tmp_path / "journal.sqlite3"),
+        *server_args(POOLS, "--keep-results", "5"),
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            ids = [
+                c.post("/jobs", json={"type": "add", "args": {"x": i}}).json()["id"]
+                for i in range(20)
+            ]
+            wait_for(c, ids[-1], "succeeded")
+            time.sleep(1.1)  # the journal prunes at most once a second
+            last = c.post("/jobs", json={"type": "add", "args": {"x": 0}}).json()["id"]
+            wait_for(c, last, "succeeded")
+            time.sleep(0.2)
+            kept = [job["id"] for job in c.get("/jobs").json()["jobs"]]
+            assert len(kept) <= 6
+            assert ids[-1] in kept
+            assert c.get(f"/jobs/{ids[0]}").status_code == 404
+    finally:
+        assert server.stop() == 0
