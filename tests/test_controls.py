@@ -342,3 +342,29 @@ async def test_with_several_pools_a_priority_is_still_needed() -> None:
             r"default_priority=\.\.\.$",
         ):
             await d.dispatch(noop)
+
+
+async def test_finalize_without_grace_never_starts_a_paused_pools_queue() -> None:
+    ran: list[str] = []
+
+    async def job() -> None:
+        ran.append("called")
+
+    async with bulkhead.open_dispatcher([PoolConfig(1, 1, queue=1)]) as d:
+        d.pause()
+        queued = d.dispatch_nowait(job)
+        await d.finalize(grace_period=0)
+    assert (queued.state, queued.attempts, ran) == (JobState.CANCELLED, 0, [])
+
+
+async def test_pool_full_says_when_the_pool_is_paused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with bulkhead.open_dispatcher({1: 2}) as d:
+        d.pause()
+        with pytest.raises(
+            bulkhead.PoolFull,
+            match=r"^pool 1 took no job in max_wait=1 s: it is paused; shed the "
+            r"job, retry later, or give the pool more workers, queue or max_wait$",
+        ):
+            await d.dispatch(noop, max_wait=1)

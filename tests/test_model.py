@@ -1,19 +1,26 @@
 """Model-based test: random programs against a plain-Python model of the pools.
 
 Hypothesis draws a pool configuration, then one action per step (dispatch,
-dispatch_nowait, release a hanging job, job.cancel(), cancel a blocked
-dispatcher, barriers global and per pool, finalize with a grace period,
-job.wait(), cancel a waiting barrier or finalize caller, advance the clock). The
+with or without a ``max_wait``, dispatch_nowait, release a hanging job,
+job.cancel(), cancel a blocked dispatcher, barriers global and per pool,
+finalize with a grace period, job.wait(), cancel a waiting barrier or finalize
+caller, resize, pause or resume a pool, advance the clock). The
 real dispatcher runs under ``trio.run`` with an autojumping ``MockClock``; the
 model is a discrete-event simulation of the contract in DESIGN.md. After every
 step the two must agree exactly: statistics, every job's state, attempts and
 outcome, which dispatches returned or raised (and when), which barriers and
-finalize calls returned (when, and with which report and failures).
+finalize calls returned (when, and with which report and failures), which
+resize, pause and resume calls raised.
 
 Virtual time is laid out so that no two events whose order matters ever
 coincide: jobs start, end, time out and back off on whole seconds, the program
 acts on whole seconds after everything due at that instant has happened, and
-grace periods end on half seconds.
+grace periods end on half seconds. Where two deadlines do coincide, trio
+decides, the same way every time: it expires every deadline due at an instant
+before any task runs. So an attempt whose timeout equals its duration times
+out, and a ``max_wait`` running out at the very instant a job ends (and would
+free a worker for that dispatcher) wins: the dispatch raises ``PoolFull`` and
+the freed worker goes to the next dispatcher in line.
 
 Only async pools are modelled: a thread job runs in real time, which an
 autojumping clock cannot follow deterministically (tests/test_threads.py
@@ -69,13 +76,15 @@ class JobError(Exception):
 
 @attrs.frozen
 class PoolSpec:
-    """One pool of the configuration; ``record`` selects on_error="record"."""
+    """One pool of the configuration; ``record`` selects on_error="record",
+    ``max_wait`` is the pool's default for blocking dispatches."""
 
     priority: int
     workers: int
     queue: int = 0
     record: bool = False
     copy_context: bool = True
+    max_wait: float | None = None
 
     def config(self) -> PoolConfig:
         return PoolConfig(
@@ -84,6 +93,7 @@ class PoolSpec:
             queue=self.queue,
             on_error="record" if self.record else None,
             copy_context=self.copy_context,
+            max_wait=self.max_wait,
         )
 
 
@@ -124,13 +134,24 @@ class Work:
         )
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Dispatch:
-    """``await d.dispatch(...)`` in a task of its own (it may block)."""
+    """``await d.dispatch(..., max_wait=max_wait)`` in a task of its own (it may
+    block); ``max_wait=None`` takes the pool's default, ``math.inf`` waits for
+    ever whatever the pool says."""
 
     key: int
     pool: int
     work: Work
+    max_wait: float | None = None
+
+    def __repr__(self) -> str:
+        fields = f"key={self.key!r}, pool={self.pool!r}, work={self.work!r}"
+        if self.max_wait == math.inf:
+            fields += ", max_wait=math.inf"
+        elif self.max_wait is not None:
+            fields += f", max_wait={self.max_wait!r}"
+        return f"Dispatch({fields})"
 
 
 @attrs.frozen
@@ -198,6 +219,31 @@ class Advance:
     seconds: int
 
 
+@attrs.frozen
+class Resize:
+    """``d.resize(pool, workers)``."""
+
+    pool: int
+    workers: int
+
+
+@attrs.frozen
+class Pause:
+    """``d.pause(pool)``; ``None`` pauses every pool."""
+
+    pool: int | None
+
+
+@attrs.frozen
+class Resume:
+    """``d.resume(pool)``; ``None`` resumes every pool."""
+
+    pool: int | None
+
+
+Control: TypeAlias = Resize | Pause | Resume
+"""Synchronous calls that raise ``DispatcherClosed`` once finalize has begun."""
+
 Action: TypeAlias = (
     Dispatch
     | DispatchNowait
@@ -210,6 +256,7 @@ Action: TypeAlias = (
     | CancelFinalize
     | Wait
     | Advance
+    | Control
 )
 
 # ----------------------------------------------------------------------- model
@@ -237,7 +284,12 @@ class MJob:
     work: Work
     state: State = "waiting"
     refusal: str | None = None
-    """Why dispatch raised: "closed", "cancelled" or "wouldblock"."""
+    """Why dispatch raised: "closed", "cancelled", "wouldblock" or "poolfull"."""
+    refused_at: float | None = None
+    max_wait: float | None = None
+    """How long a blocking dispatch waits for room (None: for ever)."""
+    deadline: float = math.inf
+    """When the blocked dispatch gives up with ``PoolFull``."""
     seq: int | None = None
     """Acceptance order; None if never accepted."""
     accepted_at: float | None = None
@@ -259,20 +311,30 @@ class MJob:
 @attrs.define(eq=False)
 class MPool:
     spec: PoolSpec
+    size: int
+    """The number of workers the pool is to have (``resize`` sets it)."""
+    paused: bool = False
     running: list[MJob] = attrs.Factory(list)
     queue: deque[MJob] = attrs.Factory(deque)
     waiting: deque[MJob] = attrs.Factory(deque)
     count: Counter[str] = attrs.Factory(Counter)
 
+    def can_start(self) -> bool:
+        """Whether a worker is free to start a job now."""
+        return not self.paused and len(self.running) < self.size
+
     def statistics(self, closed: bool) -> PoolStatistics:
-        workers = self.spec.workers
+        busy = len(self.running)
+        # Idle workers beyond the size retire at once, busy ones once their job
+        # has ended; from finalize on, workers exit when nothing is left to run.
+        alive = busy if closed else max(self.size, busy)
         return PoolStatistics(
-            workers=workers,
-            current_workers=len(self.running) if closed else workers,
-            limit=workers,
-            paused=False,
-            busy=len(self.running),
-            idle=0 if closed else workers - len(self.running),
+            workers=self.size,
+            current_workers=alive,
+            limit=self.size,
+            paused=self.paused,
+            busy=busy,
+            idle=alive - busy,
             abandoned=0,
             queued=len(self.queue),
             waiting_dispatchers=len(self.waiting),
@@ -298,7 +360,7 @@ class Model:
 
     def __init__(self, pools: list[PoolSpec]) -> None:
         self.now = 0.0
-        self.pools = {spec.priority: MPool(spec) for spec in pools}
+        self.pools = {spec.priority: MPool(spec, spec.workers) for spec in pools}
         self.jobs: dict[int, MJob] = {}
         self.next_key = 1
         self.seq = itertools.count()
@@ -309,6 +371,8 @@ class Model:
         self.finalizers: dict[int, MWaiter] = {}
         self.waits: dict[int, tuple[int, float]] = {}
         """wait key -> (job key, called at)."""
+        self.controls: list[str] = []
+        """How each resize, pause and resume call ended: "ok" or "closed"."""
         self.situations: set[str] = set()
         """Interesting things that happened, reported as Hypothesis events."""
 
@@ -337,7 +401,7 @@ class Model:
     def apply(self, action: Action) -> None:
         if isinstance(action, (Dispatch, DispatchNowait)):
             self.next_key = max(self.next_key, action.key + 1)
-            self._dispatch(action, nowait=isinstance(action, DispatchNowait))
+            self._dispatch(action)
         elif isinstance(action, Release):
             job = self.jobs[action.key]
             job.released = True
@@ -348,8 +412,7 @@ class Model:
         elif isinstance(action, CancelDispatch):
             job = self.jobs[action.key]
             if job.state == "waiting":
-                self.pools[job.pool].waiting.remove(job)
-                job.state, job.refusal = "refused", "cancelled"
+                self._refuse(job, "cancelled")
         elif isinstance(action, Barrier):
             self.next_key = max(self.next_key, action.key + 1)
             covered = frozenset(
@@ -373,17 +436,66 @@ class Model:
         elif isinstance(action, Wait):
             self.next_key = max(self.next_key, action.key + 1)
             self.waits[action.key] = (action.job, self.now)
+        elif isinstance(action, (Resize, Pause, Resume)):
+            self._control(action)
         else:
             self._advance_to(self.now + action.seconds)
         self._settle()
 
-    def _dispatch(self, action: Dispatch | DispatchNowait, *, nowait: bool) -> None:
+    def _control(self, action: Control) -> None:
+        if self.closed:
+            self.controls.append("closed")
+            self.situations.add(f"{type(action).__name__.lower()} after finalize")
+            return
+        self.controls.append("ok")
+        if isinstance(action, Resize):
+            pool = self.pools[action.pool]
+            busy, waiting = len(pool.running), pool.queue or pool.waiting
+            if action.workers < pool.size:
+                if busy > action.workers:
+                    self.situations.add("shrunk while busy")
+                if busy < pool.size:
+                    self.situations.add("shrunk, idle workers retired")
+            elif action.workers > pool.size:
+                if busy > pool.size:
+                    self.situations.add("grew while busy workers were to retire")
+                if waiting:
+                    self.situations.add(
+                        "grew while paused" if pool.paused else "grew with waiters"
+                    )
+            pool.size = action.workers
+            self._fill(pool)
+            return
+        covered = (
+            list(self.pools.values())
+            if action.pool is None
+            else [self.pools[action.pool]]
+        )
+        for pool in covered:
+            if isinstance(action, Pause):
+                if pool.queue or pool.running:
+                    self.situations.add(
+                        "paused with queue" if pool.queue else "paused while busy"
+                    )
+                pool.paused = True
+            else:
+                if pool.paused and (pool.queue or pool.waiting):
+                    self.situations.add("resumed with jobs waiting")
+                pool.paused = False
+                self._fill(pool)
+
+    def _dispatch(self, action: Dispatch | DispatchNowait) -> None:
         job = self.jobs[action.key] = MJob(action.key, action.pool, action.work)
         pool = self.pools[action.pool]
+        if isinstance(action, Dispatch):
+            max_wait = (
+                pool.spec.max_wait if action.max_wait is None else action.max_wait
+            )
+            job.max_wait = None if max_wait == math.inf else max_wait
         if self.closed:
-            job.state, job.refusal = "refused", "closed"
+            self._refuse(job, "closed")
             self.situations.add("dispatch after finalize")
-        elif not pool.waiting and len(pool.running) < pool.spec.workers:
+        elif not pool.waiting and pool.can_start():
             self._accept(pool, job)
             if job.work.cancelled_at_once:
                 # Handed off, cancelled before its worker called it: its first
@@ -399,22 +511,40 @@ class Model:
             self._accept(pool, job)
             job.state = "queued"
             pool.queue.append(job)
+            if pool.paused:
+                self.situations.add("paused pool queued a job")
             if job.work.cancelled_at_once:
                 self._cancel(job)
-        elif nowait:
-            job.state, job.refusal = "refused", "wouldblock"
+        elif isinstance(action, DispatchNowait):
+            self._refuse(job, "wouldblock")
             pool.count["rejected"] += 1
             self.situations.add("dispatch_nowait refused")
+        elif job.max_wait == 0:
+            self._refuse(job, "poolfull")
+            pool.count["rejected"] += 1
+            self.situations.add("max_wait=0 refused at once")
         else:
             pool.waiting.append(job)
             self.situations.add("dispatcher blocked")
+            if pool.paused:
+                self.situations.add("dispatcher blocked by a paused pool")
+            if job.max_wait is not None:
+                job.deadline = self.now + job.max_wait
+
+    def _refuse(self, job: MJob, refusal: str) -> None:
+        if job.state == "waiting" and job in self.pools[job.pool].waiting:
+            self.pools[job.pool].waiting.remove(job)
+        job.state, job.refusal, job.refused_at = "refused", refusal, self.now
 
     def _accept(self, pool: MPool, job: MJob) -> None:
         job.seq = next(self.seq)
         job.accepted_at = self.now
         pool.count["submitted"] += 1
+        if job.deadline < math.inf:
+            self.situations.add("dispatcher admitted before its max_wait ran out")
 
     def _start(self, pool: MPool, job: MJob) -> None:
+        assert pool.can_start(), f"#{job.key} started with pool {job.pool} full"
         job.state = "running"
         pool.running.append(job)
         pool.count["started"] += 1
@@ -434,21 +564,32 @@ class Model:
             job.timing_out, duration = True, float(timeout)
         job.until = self.now + duration
 
+    def _fill(self, pool: MPool) -> None:
+        """Free workers take the queued jobs, then the blocked dispatchers' jobs,
+        in order (a queue slot freed goes to the head blocked dispatcher)."""
+        while pool.can_start() and (pool.queue or pool.waiting):
+            if pool.queue:
+                self._start(pool, pool.queue.popleft())
+                if pool.waiting:
+                    admitted = pool.waiting.popleft()
+                    self._accept(pool, admitted)
+                    admitted.state = "queued"
+                    pool.queue.append(admitted)
+            else:
+                job = pool.waiting.popleft()
+                self._accept(pool, job)
+                self._start(pool, job)
+                if job.work.cancels_dispatcher:
+                    self.situations.add("dispatcher cancelled at hand-off")
+
     def _free_worker(self, pool: MPool) -> None:
-        """A worker of ``pool`` finished its job: it takes the next one."""
-        if pool.queue:
-            self._start(pool, pool.queue.popleft())
-            if pool.waiting:
-                admitted = pool.waiting.popleft()
-                self._accept(pool, admitted)
-                admitted.state = "queued"
-                pool.queue.append(admitted)
-        elif pool.waiting:
-            job = pool.waiting.popleft()
-            self._accept(pool, job)
-            self._start(pool, job)
-            if job.work.cancels_dispatcher:
-                self.situations.add("dispatcher cancelled at hand-off")
+        """A worker of ``pool`` finished its job: it retires if the pool shrank
+        below the jobs it runs, else takes the next job unless paused."""
+        if len(pool.running) >= pool.size:
+            self.situations.add("worker retired after its job")
+            if pool.queue or pool.waiting:
+                self.situations.add("shrunk pool kept jobs waiting")
+        self._fill(pool)
 
     def _end(self, pool: MPool, job: MJob, state: State, error: str | None) -> None:
         if job in pool.running:
@@ -500,8 +641,26 @@ class Model:
         self._end(pool, job, "failed", error)
         self._free_worker(pool)
 
+    def _give_up_dispatches(self) -> None:
+        """Blocked dispatches whose max_wait has run out raise ``PoolFull``.
+
+        Done before the jobs' events of the same instant: trio expires every
+        deadline due (cancelling the dispatch's wait) before any task runs, so
+        a worker freed at that instant finds the dispatcher gone.
+        """
+        for pool in self.pools.values():
+            for job in [job for job in pool.waiting if job.deadline <= self.now]:
+                self._refuse(job, "poolfull")
+                pool.count["rejected"] += 1
+                self.situations.add("dispatch timed out with PoolFull")
+                if job.max_wait == pool.spec.max_wait:
+                    self.situations.add("pool's max_wait ran out")
+                if any(other.until == self.now for other in pool.running):
+                    self.situations.add("max_wait ran out as a job's phase ended")
+
     def _settle(self) -> None:
         """Run everything due at or before ``now``."""
+        self._give_up_dispatches()
         while True:
             due = [
                 job
@@ -521,6 +680,7 @@ class Model:
 
     def _next_event(self) -> float:
         times = [job.until for pool in self.pools.values() for job in pool.running]
+        times += [job.deadline for pool in self.pools.values() for job in pool.waiting]
         if self.closed and self.done_at is None:
             times.append(self.grace_deadline)
         return min(times, default=math.inf)
@@ -537,10 +697,15 @@ class Model:
         if not self.closed:
             self.closed = True
             for pool in self.pools.values():
-                for job in pool.waiting:
+                for job in list(pool.waiting):
                     self.situations.add("blocked dispatcher closed")
-                    job.state, job.refusal = "refused", "closed"
-                pool.waiting.clear()
+                    self._refuse(job, "closed")
+                if pool.paused:
+                    # Intake stopped, so what the pool accepted drains.
+                    pool.paused = False
+                    if pool.queue:
+                        self.situations.add("finalize resumed a paused queue")
+                    self._fill(pool)
         self._settle()
         if grace is not None and self.done_at is None:
             if self.now + grace < self.grace_deadline < math.inf:
@@ -618,7 +783,9 @@ class Harness:
         self.releases: dict[int, trio.Event] = {}
         self.handles: dict[int, Job[Any]] = {}
         self.dispatched: dict[int, tuple[str, float]] = {}
-        """key -> ("accepted" | "closed" | "cancelled" | "wouldblock", when)."""
+        """key -> ("accepted" | "closed" | "cancelled" | "wouldblock" |
+        "poolfull", when)."""
+        self.pool_full: dict[int, bulkhead.PoolFull] = {}
         self.dispatch_scopes: dict[int, trio.CancelScope] = {}
         self.waiter_scopes: dict[int, trio.CancelScope] = {}
         self.records: list[Record] = []
@@ -626,7 +793,12 @@ class Harness:
         self.attempts: Counter[int] = Counter()
         """Attempts each job's function really began."""
         self.inside: dict[int, set[int]] = {p: set() for p in d.statistics().pools}
-        self.most_inside: Counter[int] = Counter()
+        self.sizes = {p: s.workers for p, s in d.statistics().pools.items()}
+        """Each pool's size as the program last set it."""
+        self.overruns: list[str] = []
+        """Jobs that began while their pool already ran as many as its size."""
+        self.controls: list[str] = []
+        """How each resize, pause and resume call ended: "ok" or "closed"."""
         self.wait_results: dict[int, tuple[float, Value[Any] | Error]] = {}
         self.terminal: dict[int, tuple[JobState, object]] = {}
 
@@ -639,7 +811,10 @@ class Harness:
         self.attempts[key] += 1
         attempt = self.attempts[key]
         self.inside[pool].add(key)
-        self.most_inside[pool] = max(self.most_inside[pool], len(self.inside[pool]))
+        if attempt == 1:  # it started: room was free, counting itself
+            busy = self.d.statistics().pools[pool].busy
+            if max(busy, len(self.inside[pool])) > self.sizes[pool]:
+                self.overruns.append(f"#{key} started in pool {pool} with {busy} busy")
         if attempt == 1 and work.cancels_dispatcher and key in self.dispatch_scopes:
             self.dispatch_scopes[key].cancel()
         try:
@@ -667,6 +842,19 @@ class Harness:
         if isinstance(action, Dispatch):
             self.dispatch_scopes[action.key] = trio.CancelScope()
             self.nursery.start_soon(self._dispatch, action)
+        elif isinstance(action, (Resize, Pause, Resume)):
+            try:
+                if isinstance(action, Resize):
+                    self.d.resize(action.pool, action.workers)
+                    self.sizes[action.pool] = action.workers
+                elif isinstance(action, Pause):
+                    self.d.pause(action.pool)
+                else:
+                    self.d.resume(action.pool)
+            except bulkhead.DispatcherClosed:
+                self.controls.append("closed")
+            else:
+                self.controls.append("ok")
         elif isinstance(action, DispatchNowait):
             try:
                 job = self.d.dispatch_nowait(
@@ -715,9 +903,14 @@ class Harness:
                     priority=action.pool,
                     timeout=action.work.timeout,
                     retry=action.work.retry(),
+                    max_wait=action.max_wait,
                 )
             except bulkhead.DispatcherClosed:
                 self.dispatched[key] = ("closed", self.now())
+                return
+            except bulkhead.PoolFull as exc:
+                self.dispatched[key] = ("poolfull", self.now())
+                self.pool_full[key] = exc
                 return
             self.handles[key] = job
             self.dispatched[key] = ("accepted", self.now())
@@ -777,16 +970,25 @@ def check(model: Model, h: Harness) -> None:
     """Compare the real dispatcher with the model; check the invariants."""
     stats = h.d.statistics()
     # Invariants any correct dispatcher keeps, model or not.
+    assert not h.overruns, f"a job started in a full pool: {h.overruns}"
     for priority, pool_stats in stats.pools.items():
         s = pool_stats
         assert s.submitted == s.queued + s.busy + s.succeeded + s.failed + s.cancelled
-        assert s.busy <= s.workers, f"pool {priority} runs more jobs than workers"
-        assert h.most_inside[priority] <= s.workers, f"pool {priority} overran"
+        assert s.workers == h.sizes[priority], f"size of pool {priority}"
+        assert s.limit == s.workers, f"limit of pool {priority}"
+        # Every worker is busy or idle; surplus idle workers have retired, and
+        # busy ones above the size only finish their job (after a shrink).
+        assert s.busy + s.idle + s.abandoned == s.current_workers, priority
+        assert s.current_workers <= max(s.workers, s.busy), f"pool {priority}"
+        if s.idle and not s.paused:
+            assert s.queued == s.waiting_dispatchers == 0, f"pool {priority} idles"
     for field in attrs.fields(PoolStatistics):
         parts = [getattr(s, field.name) for s in stats.pools.values()]
-        assert getattr(stats.total, field.name) == sum(parts), field.name
+        total = any(parts) if field.name == "paused" else sum(parts)
+        assert getattr(stats.total, field.name) == total, field.name
     # The ledger.
     assert stats.closed == model.closed
+    assert h.controls == model.controls, "resize, pause or resume"
     for priority, pool in model.pools.items():
         expected = pool.statistics(model.closed)
         assert stats.pools[priority] == expected, f"statistics of pool {priority}"
@@ -825,9 +1027,13 @@ def check_job(h: Harness, job: MJob) -> None:
         return
     if job.state == "refused":
         assert dispatched is not None, f"#{key} should have been refused"
-        assert dispatched[0] == job.refusal, f"#{key} refused"
+        assert dispatched == (job.refusal, job.refused_at), f"#{key} refused"
         assert key not in h.handles
         assert not h.attempts[key], f"#{key} ran though its dispatch raised"
+        if job.refusal == "poolfull":
+            error = h.pool_full[key]
+            assert isinstance(error, trio.WouldBlock)
+            assert (error.priority, error.max_wait) == (job.pool, job.max_wait)
         return
     assert dispatched == ("accepted", job.accepted_at), f"#{key} accepted"
     handle = h.handles[key]
@@ -975,6 +1181,7 @@ pool_specs = st.lists(
         queue=st.integers(0, 2),
         record=st.booleans(),
         copy_context=st.booleans(),
+        max_wait=st.sampled_from([None, None, 1, 3]),
     ),
     min_size=1,
     max_size=2,
@@ -995,6 +1202,10 @@ def works(*, blocking: bool) -> st.SearchStrategy[Work]:
     )
 
 
+# None takes the pool's default; whole seconds may run out as a job ends.
+max_waits = st.sampled_from([None, None, None, None, 0, 0.5, 1, 2, math.inf])
+
+
 # How often each kind of action is drawn when it is possible at all: weights
 # chosen so that pools often saturate (blocked dispatchers, full queues) before
 # a finalize, whose grace period then expires with work left.
@@ -1013,21 +1224,42 @@ WEIGHTS = {
     "cancel_barrier": 1,
     "finalize": 2,
     "cancel_finalize": 1,
+    "resize": 3,
+    "pause": 2,
+    "resume": 3,
 }
+
+
+def resizes(size: int) -> list[int]:
+    """Sizes to resize a pool of ``size`` workers to: 1 to 3, other than its own."""
+    return [workers for workers in (1, 2, 3) if workers != size]
 
 
 def action_strategies(model: Model) -> dict[str, st.SearchStrategy[Action]]:
     key = st.just(model.next_key)
     pool = st.sampled_from(sorted(model.pools))
+    graces: list[float] = [0.5, 1.5, 2.5, 0]
+    if not model.closed and any(p.paused and p.queue for p in model.pools.values()):
+        # finalize(0) would resume the pool, starting queued jobs, and expire
+        # at the same instant: how far they get is up to trio's scheduling.
+        graces.remove(0)
     options: dict[str, st.SearchStrategy[Action]] = {
-        "dispatch": st.builds(Dispatch, key, pool, works(blocking=True)),
+        "dispatch": st.builds(Dispatch, key, pool, works(blocking=True), max_waits),
         "dispatch_nowait": st.builds(DispatchNowait, key, pool, works(blocking=False)),
         "advance": st.builds(Advance, st.integers(1, 3)),
         "barrier": st.builds(Barrier, key, st.one_of(st.none(), pool)),
         "finalize": st.builds(
-            Finalize, key, st.one_of(st.sampled_from([0.5, 1.5, 2.5, 0]), st.none())
+            Finalize, key, st.one_of(st.sampled_from(graces), st.none())
         ),
+        "resize": pool.flatmap(
+            lambda p: st.builds(
+                Resize, st.just(p), st.sampled_from(resizes(model.pools[p].size))
+            )
+        ),
+        "pause": st.builds(Pause, st.one_of(pool, st.none())),
     }
+    if model.closed or any(p.paused for p in model.pools.values()):
+        options["resume"] = st.builds(Resume, st.one_of(pool, st.none()))
     if model.closed:  # dispatching once more is enough to see it refused
         del options["dispatch_nowait"]
     choices: dict[str, tuple[Callable[[int], Action], list[int]]] = {
@@ -1050,15 +1282,18 @@ def action_strategies(model: Model) -> dict[str, st.SearchStrategy[Action]]:
 def bursts(model: Model) -> st.SearchStrategy[list[Action]]:
     """Several tasks dispatching the same work into one pool at once."""
 
-    def burst(pool: int, work: Work, count: int) -> list[Action]:
+    def burst(
+        pool: int, work: Work, count: int, max_wait: float | None
+    ) -> list[Action]:
         keys = range(model.next_key, model.next_key + count)
-        return [Dispatch(key, pool, work) for key in keys]
+        return [Dispatch(key, pool, work, max_wait) for key in keys]
 
     return st.builds(
         burst,
         st.sampled_from(sorted(model.pools)),
         works(blocking=True),
         st.integers(2, 5),
+        max_waits,
     )
 
 
@@ -1076,6 +1311,10 @@ def draw_actions(data: st.DataObject, model: Model, step: int) -> list[Action]:
         weights["finalize"] += 4  # a grace period may expire on queued jobs
     if model.closed and model.done_at is None:
         weights["finalize"] += 4  # a later, shorter grace period
+    if model.closed:  # once is enough to see them refused
+        weights.update(resize=1, pause=1, resume=1)
+    elif any(len(p.running) > 1 or p.waiting for p in model.pools.values()):
+        weights["resize"] += 3  # shrink while busy, grow with waiters
     kinds = [
         kind
         for kind, weight in weights.items()
@@ -1183,5 +1422,127 @@ def test_program_overlapping_barriers_each_report_their_own_failures() -> None:
             Advance(seconds=3),
             Barrier(key=8, pool=None),
             Advance(seconds=3),
+        ],
+    )
+
+
+def test_program_a_shrunk_pool_starts_nothing_until_below_its_size() -> None:
+    # Issue 11: shrinking never interrupts a running job; busy workers above the
+    # new size retire as their job ends, and no job starts meanwhile.
+    run_program(
+        [PoolSpec(priority=1, workers=3, queue=1)],
+        [
+            Dispatch(key=1, pool=1, work=Work()),
+            Dispatch(key=2, pool=1, work=Work(duration=2)),
+            Dispatch(key=3, pool=1, work=Work(duration=3, fails=1, attempts=2)),
+            Dispatch(key=4, pool=1, work=Work(duration=1)),  # queued
+            Dispatch(key=5, pool=1, work=Work(duration=1)),  # blocked
+            Resize(pool=1, workers=1),  # 3 busy, 3 workers alive
+            Advance(seconds=2),  # #2 ends: its worker retires, nothing starts
+            Resize(pool=1, workers=2),  # keeps a busy worker instead of spawning
+            Advance(seconds=1),  # #3 retries: a retry is no start
+            Release(key=1),  # busy 1 < 2: #4 starts, #5 queued
+            Resize(pool=1, workers=1),  # #5 waits for #4 and #3 to end
+            Advance(seconds=5),
+        ],
+    )
+
+
+def test_program_a_grown_pool_serves_queue_then_blocked_dispatchers() -> None:
+    # Issue 11: new workers start at once and take waiting jobs first-in
+    # first-out; a dispatch_nowait never barges ahead of the ones left blocked.
+    run_program(
+        [PoolSpec(priority=2, workers=1, queue=1), PoolSpec(priority=3, workers=1)],
+        [
+            Dispatch(key=1, pool=2, work=Work()),
+            Dispatch(key=2, pool=2, work=Work()),  # queued
+            Dispatch(key=3, pool=2, work=Work(duration=1)),  # blocked
+            Dispatch(key=4, pool=2, work=Work(duration=2)),
+            Dispatch(key=5, pool=2, work=Work(duration=1)),
+            Resize(pool=2, workers=3),  # #2 and #3 start, #4 queued, #5 blocked
+            DispatchNowait(key=6, pool=2, work=Work()),  # refused
+            Dispatch(key=7, pool=3, work=Work()),
+            Dispatch(key=8, pool=3, work=Work(duration=1, cancels_dispatcher=True)),
+            Resize(pool=3, workers=2),  # a new worker takes #8: accepted all the same
+            Resize(pool=2, workers=3),  # no change
+            Advance(seconds=1),
+            Release(key=2),
+            Advance(seconds=2),
+        ],
+    )
+
+
+def test_program_a_paused_pool_queues_blocks_and_resumes_in_order() -> None:
+    # Issue 11: a paused pool accepts into its queue and starts nothing; running
+    # jobs go on; resume starts the waiting jobs at once, queue first.
+    run_program(
+        [PoolSpec(priority=1, workers=2, queue=1), PoolSpec(priority=2, workers=1)],
+        [
+            Dispatch(key=1, pool=1, work=Work(duration=2)),
+            Pause(pool=None),
+            DispatchNowait(key=2, pool=1, work=Work(duration=1)),  # queued
+            DispatchNowait(key=3, pool=1, work=Work()),  # refused: queue full
+            DispatchNowait(key=4, pool=2, work=Work()),  # refused: idle but paused
+            Dispatch(key=5, pool=1, work=Work(duration=1)),  # blocked
+            Dispatch(key=6, pool=2, work=Work(duration=3)),  # blocked
+            Barrier(key=7, pool=1),
+            Advance(seconds=2),  # #1 ends; its worker starts nothing
+            CancelJob(key=2),  # withdrawn from the queue: #5 admitted
+            Resume(pool=1),  # #5 starts
+            Pause(pool=1),
+            Pause(pool=1),  # idempotent
+            Dispatch(key=8, pool=1, work=Work(duration=1)),  # queued
+            Resize(pool=2, workers=2),  # grows, still paused
+            Advance(seconds=1),
+            Resume(pool=None),
+            Advance(seconds=2),
+        ],
+    )
+
+
+def test_program_finalize_resumes_paused_pools_and_refuses_controls() -> None:
+    # Issue 11: finalize resumes a paused pool so what it accepted drains (or
+    # is cancelled when the grace period ends); from then on resize, pause and
+    # resume raise DispatcherClosed, however often they are called.
+    run_program(
+        [PoolSpec(priority=1, workers=1, queue=2), PoolSpec(priority=2, workers=1)],
+        [
+            Pause(pool=None),
+            Dispatch(key=1, pool=1, work=Work(duration=1)),
+            Dispatch(key=2, pool=1, work=Work()),
+            Dispatch(key=3, pool=1, work=Work()),  # blocked: refused at finalize
+            Dispatch(key=4, pool=2, work=Work(), max_wait=2),  # closed, not full
+            Finalize(key=5, grace=2.5),  # #1 starts now, #2 after it
+            Resize(pool=1, workers=2),
+            Pause(pool=2),
+            Resume(pool=None),
+            Resize(pool=1, workers=2),
+            Advance(seconds=3),  # #2 is cancelled at 2.5
+        ],
+    )
+
+
+def test_program_max_wait_runs_out_with_pool_full_next_in_line_served() -> None:
+    # Issue 11: a dispatch that found no room raises PoolFull after max_wait
+    # (not accepted, counted in rejected); max_wait=0 refuses at once; the
+    # pool's max_wait is the default, math.inf overrides it. A max_wait that
+    # runs out at the instant a job ends loses: trio expires deadlines before
+    # tasks run, and the freed worker goes to the next dispatcher in line.
+    run_program(
+        [PoolSpec(priority=1, workers=1), PoolSpec(priority=2, workers=1, max_wait=1)],
+        [
+            Dispatch(key=1, pool=1, work=Work(duration=2)),
+            Dispatch(key=2, pool=1, work=Work(), max_wait=2),  # runs out at 2
+            Dispatch(key=3, pool=1, work=Work(duration=1), max_wait=0.5),
+            Dispatch(key=4, pool=1, work=Work(duration=1)),  # served at 2
+            Dispatch(key=5, pool=1, work=Work(), max_wait=0),  # refused at once
+            Dispatch(key=6, pool=2, work=Work()),
+            Dispatch(key=7, pool=2, work=Work()),  # the pool's max_wait: 1
+            Dispatch(key=8, pool=2, work=Work(), max_wait=math.inf),
+            Dispatch(key=9, pool=2, work=Work(duration=1), max_wait=3),
+            Advance(seconds=2),
+            CancelDispatch(key=8),  # #9 is next in line
+            Release(key=6),  # #9 admitted before its max_wait ran out
+            Advance(seconds=2),
         ],
     )

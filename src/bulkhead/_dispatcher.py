@@ -360,7 +360,10 @@ class Dispatcher:
     def resize(self, priority: int, workers: int) -> None:
         """Give pool ``priority`` ``workers`` workers, while it runs.
 
-        Growing starts the new workers at once. Shrinking retires idle workers
+        Growing starts the new workers at once: they take waiting jobs as
+        soon as they run, at the caller's next checkpoint (so a
+        ``dispatch_nowait`` straight after may still find no idle worker,
+        as after ``nursery.start_soon``). Shrinking retires idle workers
         at once and busy ones as soon as their job has ended: no running job
         is interrupted, so :attr:`PoolStatistics.current_workers` may stay
         above :attr:`~PoolStatistics.workers` for a while. Thread, process and
@@ -903,6 +906,11 @@ class Dispatcher:
 
     @trio.lowlevel.enable_ki_protection
     def _begin_teardown(self, grace_period: float | None) -> None:
+        if grace_period == 0 and not self._torn_down.is_set():
+            # No grace: what waits is cancelled before closing resumes paused
+            # pools, so a paused pool's queue never starts either.
+            for pool in self._pools.values():
+                pool.expire()
         self._close_intake(_FINALIZED)
         if grace_period is None or self._torn_down.is_set():
             return

@@ -263,11 +263,16 @@ class _Pool:
         raise error
 
     def full_error(self, max_wait: float) -> PoolFull:
+        why = (
+            "it is paused"
+            if self.paused
+            else f"its {self.size} workers stayed busy and its queue of "
+            f"{self.config.queue} full"
+        )
         return PoolFull(
             f"pool {self.config.priority!r} took no job in max_wait={max_wait!r} s: "
-            f"its {self.size} workers stayed busy and its queue of "
-            f"{self.config.queue} full; shed the job, retry later, or give "
-            "the pool more workers, queue or max_wait",
+            f"{why}; shed the job, retry later, or give the pool more workers, "
+            "queue or max_wait",
             self.config.priority,
             max_wait,
         )

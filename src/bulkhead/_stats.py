@@ -70,7 +70,9 @@ class PoolStatistics:
     timed_out: int
     """Attempts that overran their timeout."""
     rejected: int
-    """:meth:`Dispatcher.dispatch_nowait` calls refused with :exc:`trio.WouldBlock`."""
+    """Dispatches refused for want of room: :meth:`Dispatcher.dispatch_nowait`
+    calls that raised :exc:`trio.WouldBlock` and dispatches whose ``max_wait``
+    ran out (:exc:`PoolFull`)."""
 
     @classmethod
     def _sum(cls, parts: Iterable[PoolStatistics]) -> PoolStatistics:
