@@ -44,7 +44,6 @@ def test_public_classes_other_than_exceptions_are_final() -> None:
 
 def test_the_metrics_and_tracing_modules_document_what_they_export() -> None:
     import bulkhead.metrics
-
     import bulkhead.tracing
 
     assert bulkhead.metrics.__all__ == ["PrometheusMetrics"]
