@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -587,36 +588,39 @@ async def test_sigterm_mid_load_completes_or_cancels_every_accepted_job(
         ids: list[int] = []
         refused_after_signal: list[int] = []
         ready_after_signal: list[int] = []
-        signalled = trio.Event()
+        signalled = threading.Event()
+        lock = threading.Lock()
 
-        async def one_client(n: int) -> None:
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+        # Sync clients in threads, as in the SIGKILL test below.
+        def one_client(n: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as c:
                 for i in range(10_000):
                     seconds = 0.05 if i % 3 else 3.0  # some outlive the grace
                     body = {"type": "sleep", "args": {"seconds": seconds}}
                     try:
-                        response = await c.post("/jobs", json=body)
+                        response = c.post("/jobs", json=body)
                     except httpx.TransportError:
                         return  # the server has gone
                     if response.status_code == 202:
-                        ids.append(response.json()["id"])
-                        if len(ids) == 40:
-                            server.signal(signal.SIGTERM)
-                            signalled.set()
+                        with lock:
+                            ids.append(response.json()["id"])
+                            if len(ids) == 40:
+                                server.signal(signal.SIGTERM)
+                                signalled.set()
                     elif response.status_code == 503:
                         refused_after_signal.append(n)
                         assert signalled.is_set()
                         with contextlib.suppress(httpx.TransportError):
-                            ready = await c.get("/ready")
+                            ready = c.get("/ready")
                             ready_after_signal.append(ready.status_code)
                         return
                     else:
                         assert response.status_code == 429
-                        await trio.sleep(0.01)
+                        time.sleep(0.01)
 
         async with trio.open_nursery() as nursery:
             for n in range(10):
-                nursery.start_soon(one_client, n)
+                nursery.start_soon(trio.to_thread.run_sync, one_client, n)
         assert await trio.to_thread.run_sync(server.wait) == 0
     finally:
         server.kill()
@@ -643,26 +647,30 @@ async def test_sigkill_then_restart_resumes_every_accepted_job(
     )
     ids: list[int] = []
     try:
+        lock = threading.Lock()
 
-        async def one_client() -> None:
-            async with httpx.AsyncClient(base_url=first.url, timeout=10) as c:
+        # Sync clients in threads: an async client cut off mid-request by the
+        # kill leaves an unfinalized body generator behind (httpx 0.29).
+        def one_client() -> None:
+            with httpx.Client(base_url=first.url, timeout=10) as c:
                 for _ in range(10_000):
                     body = {"type": "sleep", "args": {"seconds": 0.1}}
                     try:
-                        response = await c.post("/jobs", json=body)
+                        response = c.post("/jobs", json=body)
                     except httpx.TransportError:
                         return  # killed
                     if response.status_code == 202:
-                        ids.append(response.json()["id"])
-                        if len(ids) == 150:
-                            first.process.kill()
+                        with lock:
+                            ids.append(response.json()["id"])
+                            if len(ids) == 150:
+                                first.process.kill()
                     else:
                         assert response.status_code == 429
-                        await trio.sleep(0.01)
+                        time.sleep(0.01)
 
         async with trio.open_nursery() as nursery:
             for _ in range(10):
-                nursery.start_soon(one_client)
+                nursery.start_soon(trio.to_thread.run_sync, one_client)
     finally:
         first.kill()
     assert len(ids) >= 150
