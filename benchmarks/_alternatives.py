@@ -8,14 +8,20 @@ Setup that happens once (starting worker tasks) is outside the timed span.
 
 Every public function here is synchronous: it starts its own event loop
 (``trio.run`` or ``asyncio.run``) and returns seconds, or a dict of figures.
-Optional libraries (anyio, aiometer, aiojobs) are imported lazily so that the
-benchmark runs, without those rows, when the ``bench`` extra is not installed.
+Optional libraries (anyio, aiometer, aiojobs, distributed) are imported
+lazily so that the benchmark runs, without those rows, when the ``bench``
+extra is not installed.
+
+The ``dask`` scenario is the exception to "starts its own event loop": a Dask
+cluster takes a second or two to start, so :func:`distributed_cluster` starts
+one for the whole scenario and :func:`distributed_rounds` times rounds on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -361,3 +367,65 @@ def channel_pool_stream(n: int, workers: int, sample: Callable[[int], None]) -> 
                 sample(n)
 
     trio.run(main)
+
+
+# --------------------------------------------------------------------------
+# dask: BSP rounds of a CPU job, serially and with raw distributed
+# --------------------------------------------------------------------------
+
+
+def serial_rounds(
+    fn: Callable[[int], Any], arg: int, rounds: int, per_round: int
+) -> float:
+    """The baseline: every job of every round called in turn, in this process."""
+    t0 = perf_counter()
+    for _ in range(rounds):
+        for _ in range(per_round):
+            fn(arg)
+    return perf_counter() - t0
+
+
+@contextlib.contextmanager
+def distributed_cluster(workers: int) -> Iterator[Any]:
+    """A ``LocalCluster`` shaped like a dask pool's own, and its (default) client.
+
+    One single-threaded worker process per worker, on loopback, as
+    ``PoolConfig(kind="dask")`` starts it.
+    """
+    import distributed
+
+    with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            # ":0" (what the pool's own cluster passes) would serve HTTP on
+            # every interface; the port is all that matters here.
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def distributed_rounds(
+    client: Any, fn: Callable[[int], Any], arg: int, rounds: int, per_round: int
+) -> float:
+    """Each round: ``client.map`` of the round's jobs, then ``distributed.wait``.
+
+    What a Dask user writes for a barrier: every task of the round is on the
+    scheduler at once (no bound of its own), and the results stay on the
+    workers (``wait``, not ``gather``). ``pure=False``: equal arguments must
+    not collapse into one task.
+    """
+    import distributed
+
+    t0 = perf_counter()
+    for _ in range(rounds):
+        futures = client.map(fn, [arg] * per_round, pure=False)
+        distributed.wait(futures)
+        failed = [f for f in futures if f.status != "finished"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} tasks did not finish: {failed[0]}")
+    return perf_counter() - t0

@@ -4,12 +4,20 @@ The timed span matches ``_alternatives.py``: from the first dispatch until the
 covering ``barrier()`` returns. ``open_dispatcher`` (worker start-up) and the
 final ``finalize`` stay outside it. After each timed run the dispatcher's
 statistics are checked, so a fast but wrong dispatcher cannot post a figure.
+
+The ``dask`` scenario keeps each pool open for the whole scenario (a Dask
+cluster takes seconds to start): :class:`PoolSession` runs the dispatcher in a
+trio loop of its own thread and times rounds in it on request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Literal
 
 import trio
 import trio.testing
@@ -167,3 +175,105 @@ def stream(
             _check(d, n)
 
     trio.run(main)
+
+
+def pool_session(
+    workers: int, kind: Literal["process", "dask"], **options: Any
+) -> PoolSession:
+    """A :class:`PoolSession` of one pool of ``kind``, as its docs suggest."""
+    return PoolSession(bulkhead.PoolConfig(P, workers, kind=kind, **options))
+
+
+class PoolSession:
+    """One pool held open across many measurements of the ``dask`` scenario.
+
+    ``with PoolSession(config) as pool:`` starts a thread that runs
+    ``trio.run`` with ``open_dispatcher([config])`` open, so the pool's start-up
+    (its own ``LocalCluster``, or its worker processes) happens once, outside
+    every timed span; ``pool.rounds(...)`` times rounds on that loop (through
+    ``trio.from_thread.run``) and returns the seconds they took. Leaving the
+    block finalizes the dispatcher, also untimed.
+    """
+
+    def __init__(self, config: bulkhead.PoolConfig) -> None:
+        self._config = config
+        self._opened = threading.Event()
+        self._thread = threading.Thread(
+            target=self._main, name=f"bulkhead {config.kind} pool session"
+        )
+        self._error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._dispatcher: bulkhead.Dispatcher | None = None
+        self._stop: trio.Event | None = None
+
+    def __enter__(self) -> PoolSession:
+        self._thread.start()
+        self._opened.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._stop is not None
+        assert self._token is not None
+        with contextlib.suppress(trio.RunFinishedError):  # the loop died: _error
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join()
+        if self._error is not None and exc is None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # re-raised in the thread that asked
+            self._error = exc
+        finally:
+            self._opened.set()
+
+    async def _serve(self) -> None:
+        async with bulkhead.open_dispatcher([self._config]) as d:
+            self._dispatcher = d
+            self._stop = trio.Event()
+            self._token = trio.lowlevel.current_trio_token()
+            self._opened.set()
+            await self._stop.wait()
+
+    def rounds(
+        self, fn: Callable[[int], Any], arg: int, rounds: int, per_round: int
+    ) -> float:
+        """``rounds`` times: dispatch ``per_round`` jobs ``fn(arg)``, ``barrier()``."""
+        assert self._token is not None
+        return trio.from_thread.run(  # type: ignore[no-any-return]
+            self._rounds, fn, arg, rounds, per_round, trio_token=self._token
+        )
+
+    async def _rounds(
+        self, fn: Callable[[int], Any], arg: int, rounds: int, per_round: int
+    ) -> float:
+        d = self._dispatcher
+        assert d is not None
+        priority = self._config.priority
+        before = d.statistics().total
+        t0 = perf_counter()
+        for _ in range(rounds):
+            for _ in range(per_round):
+                await d.dispatch(fn, arg, priority=priority)
+            await d.barrier()
+        elapsed = perf_counter() - t0
+        after = d.statistics().total
+        jobs = rounds * per_round
+        if (
+            after.succeeded - before.succeeded != jobs
+            or after.failed != before.failed
+            or after.cancelled != before.cancelled
+        ):
+            raise RuntimeError(
+                f"expected {jobs} more jobs to succeed, statistics say {after}"
+            )
+        return elapsed

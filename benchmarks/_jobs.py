@@ -1,7 +1,8 @@
 """The jobs every contender runs, and the small helpers shared by scenarios.
 
 The jobs are plain coroutine functions that neither trio nor asyncio owns, so
-the same function objects run under both event loops.
+the same function objects run under both event loops. The ``dask`` scenario's
+job, :func:`spin`, is a sync function instead: it runs in other processes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,29 @@ class LatencyProbe:
         self.samples.append(perf_counter() - t0)
         if len(self.samples) == self.expected:
             self.done.set()  # type: ignore[attr-defined]
+
+
+def spin(iterations: int) -> int:
+    """The CPU job of the ``dask`` scenario: a pure-Python loop, no I/O.
+
+    Module-level, so it pickles by reference: worker processes (trio-parallel's
+    and Dask's) import this module, found through the ``sys.path`` they
+    inherit from ``run.py``.
+    """
+    total = 0
+    for i in range(iterations):
+        total += i
+    return total
+
+
+def spin_iterations_per_ms(trials: int = 5, iterations: int = 200_000) -> float:
+    """How many :func:`spin` iterations take one millisecond here (best of k)."""
+    best = math.inf
+    for _ in range(trials):
+        t0 = perf_counter()
+        spin(iterations)
+        best = min(best, perf_counter() - t0)
+    return iterations / (best * 1e3)
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from _harness import table
@@ -23,7 +24,13 @@ LEGEND = (
 )
 
 
-def render(data: dict[str, Any], *, markdown: bool = False) -> str:
+def render(
+    data: dict[str, Any],
+    *,
+    markdown: bool = False,
+    sections: Collection[str] | None = None,
+) -> str:
+    """The header, then each section of ``data`` (or only ``sections``)."""
     parts = [_header(data, markdown)]
     for name, fn in (
         ("targets", _targets),
@@ -32,8 +39,9 @@ def render(data: dict[str, Any], *, markdown: bool = False) -> str:
         ("isolation", _isolation),
         ("memory", _memory),
         ("scaling", _scaling),
+        ("dask", _dask),
     ):
-        if name in data:
+        if name in data and (sections is None or name in sections):
             parts.append(fn(data, markdown))
     return "\n\n".join(parts) + "\n"
 
@@ -212,3 +220,90 @@ def _targets(data: dict[str, Any], markdown: bool) -> str:
         + "\n"
         + table(["goal", "measured", "status"], rows, markdown=markdown)
     )
+
+
+DASK_SHORT = {
+    "serial": "serial",
+    "bulkhead_process": "process",
+    "bulkhead_dask": "dask",
+    "bulkhead_dask_slots": "dask {slots} slots",
+    "distributed_map_wait": "map+wait",
+}
+DASK_POOL = "bulkhead_dask"
+
+
+def _dask(data: dict[str, Any], markdown: bool) -> str:
+    s = data["dask"]
+    title = (
+        f"dask: BSP rounds of a CPU job (a pure-Python loop), barrier after each "
+        f"round, {s.get('workers', '?')} worker processes, best of "
+        f"{s.get('repeat', '?')}"
+    )
+    if "unavailable" in s:
+        return f"{_title('dask', markdown)}\n{s['unavailable']}"
+    results = s["results"]
+    short = {k: v.format(slots=s["slots"]) for k, v in DASK_SHORT.items()}
+    keys = list(results)
+    others = [k for k in keys if k != DASK_POOL] if DASK_POOL in results else []
+    nl = "\n\n" if markdown else "\n"
+    parts = []
+    for stat, what in (("min", "best of k"), ("median", "median")):
+        headers = ["work ms", "rounds x jobs"]
+        headers += [short.get(k, k) for k in keys]
+        if stat == "min":
+            headers += [f"{short.get(k, k)} / dask" for k in others]
+        rows = []
+        for i, size in enumerate(s["sizes"]):
+            row: list[object] = [
+                f"{size['work_ms']:g}",
+                f"{size['rounds']} x {size['per_round']}",
+            ]
+            row += [results[k]["ms_per_job"][i][stat] for k in keys]
+            if stat == "min":
+                row += [f"{s['ratios'][i][k]:.2f}x" for k in others]
+            rows.append(row)
+        parts.append(
+            f"ms per job, {what}:{nl}{table(headers, rows, markdown=markdown)}"
+        )
+    legend = (
+        "serial = a plain loop in this process; process = bulkhead "
+        'kind="process" pool; dask = bulkhead kind="dask" pool on its own '
+        f"LocalCluster; dask {s['slots']} slots = a dask pool of {s['slots']} "
+        "slots on the map+wait cluster (dask_client=); map+wait = "
+        "distributed client.map + wait per round. Pools and clusters have "
+        f"{s['workers']} single-threaded worker processes. work ms = one job's "
+        "time when called in this process; ms per job = the rounds' time / "
+        "their jobs; ratios = contender time / dask pool time (>1: the dask "
+        "pool is faster)"
+    )
+    parts.append(legend)
+    parts.append(_dask_crossover(s, short, markdown))
+    if s.get("skipped"):
+        parts.append("not installed, skipped: " + ", ".join(s["skipped"]))
+    return _title(title, markdown) + "\n" + nl.join(parts)
+
+
+def _dask_crossover(s: dict[str, Any], short: dict[str, str], markdown: bool) -> str:
+    largest = f"{s['sizes'][-1]['work_ms']:g} ms"
+
+    def at(value: float | None) -> str:
+        if value is None:
+            return f"not up to {largest}"
+        return f"from {value:g} ms jobs on"
+
+    def near_raw(point: dict[str, Any]) -> str:
+        if "close_to_raw_ms" not in point:
+            return ""
+        text = at(point["close_to_raw_ms"])
+        estimate = point.get("close_to_raw_estimate_ms")
+        if estimate is not None:
+            text += f" (~{estimate:.0f} ms, extrapolated)"
+        return text
+
+    rows = [
+        [short.get(key, key), at(point["faster_than_serial_ms"]), near_raw(point)]
+        for key, point in s["crossover"].items()
+    ]
+    close = f"within {(s['close_to_raw'] - 1) * 100:.0f}% of map+wait"
+    headers = ["crossover (best of k)", "faster than serial", close]
+    return table(headers, rows, markdown=markdown)

@@ -2,14 +2,16 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/run.py            # full run, about 2 minutes
-    .venv/bin/python benchmarks/run.py --quick    # smoke run, about 10 seconds
-    .venv/bin/python benchmarks/run.py --smoke    # every scenario once, toy sizes, ~5 s
+    .venv/bin/python benchmarks/run.py            # full run, about 3 minutes
+    .venv/bin/python benchmarks/run.py --quick    # smoke run, about 20 seconds
+    .venv/bin/python benchmarks/run.py --smoke    # each scenario once, toy sizes, ~10 s
 
 One process measures every scenario; inside a scenario the contenders run
 interleaved, best of k. The report goes to stdout (progress to stderr) and every
 figure to ``benchmarks/results/latest.json`` (a ``--quick`` or ``--smoke`` run
-writes to the temporary directory instead, unless ``--output`` says where).
+writes to the temporary directory instead, and a full run of some scenarios
+only, ``--only dask`` say, to ``benchmarks/results/dask.json``, unless
+``--output`` says where).
 ``plot.py`` draws the JSON, ``table.py`` prints it as markdown.
 
 ``--smoke`` runs the ``--quick`` scenarios at toy sizes, once each: its figures
@@ -18,6 +20,8 @@ unit suite runs it, in ``tests/test_benchmarks.py``).
 
 Alternatives that are not dependencies of bulkhead (anyio, aiometer, aiojobs)
 come with the ``bench`` extra; a missing one is skipped and named in the report.
+The ``dask`` scenario needs ``distributed`` (the ``dask`` extra, which ``make
+bench`` installs); without it the scenario is skipped, with a line that says so.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUTPUT = HERE / "results" / "latest.json"
-SCENARIOS = ("throughput", "rounds", "isolation", "memory", "scaling")
+SCENARIOS = ("throughput", "rounds", "isolation", "memory", "scaling", "dask")
 SMOKE: dict[str, Any] = {
     "repeat": 1,
     "jobs": 200,
@@ -57,6 +61,10 @@ SMOKE: dict[str, Any] = {
     "scaling_pools": (1, 8),
     "scaling_workers": (1, 64),
     "scaling_repeat": 1,
+    "dask_work_ms": (0.1, 1),
+    "dask_slots": 4,
+    "dask_per_round": 4,
+    "dask_max_rounds": 1,
 }
 """What ``--smoke`` changes in the ``--quick`` settings."""
 
@@ -74,7 +82,15 @@ def _import_bulkhead_cases() -> ModuleType | None:
 
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("bulkhead", "trio", "anyio", "aiometer", "aiojobs"):
+    for dist in (
+        "bulkhead",
+        "trio",
+        "anyio",
+        "aiometer",
+        "aiojobs",
+        "trio-parallel",
+        "distributed",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[dist] = importlib.metadata.version(dist)
     return out
@@ -106,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
-        "--quick", action="store_true", help="small smoke run (about 10 s)"
+        "--quick", action="store_true", help="small smoke run (about 20 s)"
     )
     size.add_argument(
         "--smoke",
         action="store_true",
-        help="every scenario once at toy sizes (about 5 s); figures mean nothing",
+        help="every scenario once at toy sizes (about 10 s); figures mean nothing",
     )
     parser.add_argument(
         "--only",
@@ -198,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
 
     output = args.output
     if output is None:
-        output = (
-            Path(tempfile.gettempdir()) / f"bulkhead-bench-{profile}.json"
-            if settings.quick
-            else DEFAULT_OUTPUT
-        )
+        if settings.quick:
+            output = Path(tempfile.gettempdir()) / f"bulkhead-bench-{profile}.json"
+        elif set(only) == set(SCENARIOS):
+            output = DEFAULT_OUTPUT
+        else:  # latest.json keeps the last run of every scenario
+            names = "+".join(name for name in SCENARIOS if name in only)
+            output = DEFAULT_OUTPUT.with_name(f"{names}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")

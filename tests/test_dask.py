@@ -41,7 +41,7 @@ def local_cluster(workers: int) -> LocalCluster:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=":0",  # the scheduler serves HTTP even without it
+        dashboard_address="127.0.0.1:0",  # its HTTP server, on loopback only
     )
 
 

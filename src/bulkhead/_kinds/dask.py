@@ -7,12 +7,14 @@ The synchronous ``distributed.Client`` runs its own event loop in a thread
 of its own, so trio's loop never runs Dask code. Each attempt submits its
 task (``client.submit`` only queues a message for that loop) and then waits
 for it in a trio worker thread, under the pool's own limiter of ``workers``
-threads. ``benchmarks/dask_client_options.py`` measured the alternative, an
-asynchronous client on an asyncio loop in a dedicated thread with each
-attempt sent there by ``run_coroutine_threadsafe`` and woken through
-``TrioToken.run_sync_soon``: on a 2-worker ``LocalCluster`` here it took
-14.8 ms per job against 7.2 ms for the threads (raw ``client.map`` + ``wait``:
-2.9 ms), so the threads it is.
+threads. The alternative, an asynchronous client on an asyncio loop in a
+thread of ours with each attempt sent there by ``run_coroutine_threadsafe``
+and woken through ``TrioToken.run_sync_soon``, costs the same: submitting
+inside the slot as the pool does, on a 2-worker ``LocalCluster`` here, 15.1
+ms per job for the threads against 14.4 ms (``make bench``'s ``dask``
+scenario measures the pool itself; ``benchmarks/dask_client_options.py``
+compares the two ways, though it submits everything at once). With no speed
+to gain, the threads stay: no event loop of ours to start, stop and leak.
 
 Stopping an attempt
 -------------------
@@ -137,7 +139,7 @@ class DaskKind:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=":0",  # the scheduler serves HTTP even without it
+            dashboard_address="127.0.0.1:0",  # its HTTP server, on loopback only
         )
         try:
             return distributed.Client(cluster, set_as_default=False), cluster
