@@ -73,6 +73,11 @@ nitpick_ignore = [
     ("py:class", "OnError"),
     ("py:class", "Kind"),
     ("py:class", "_P"),
+    # Types of the optional extras' own libraries (no inventory offline).
+    ("py:class", "CollectorRegistry"),
+    ("py:class", "trace.Tracer"),
+    ("py:class", "pydantic.main.BaseModel"),
+    ("py:exc", "Rejected"),
     # Type variables of Job[_R] and of dispatch's typed signature.
     ("py:class", "_R"),
     ("py:class", "_Args"),

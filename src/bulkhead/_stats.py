@@ -33,11 +33,11 @@ class PoolStatistics:
     """How many workers the pool has, or is resizing to (its bound on
     concurrently running jobs)."""
     current_workers: int
-    """Worker tasks alive now: differs from ``workers`` while a resize is in
-    progress (busy workers retire once their job has ended)."""
+    """Worker tasks alive now. It differs from ``workers`` while a resize is
+    in progress (busy workers retire once their job has ended)."""
     limit: int
-    """Most jobs the pool starts at once: its :class:`AdaptiveLimit`'s current
-    value, else ``workers``."""
+    """Most jobs the pool starts at once, which is its
+    :class:`AdaptiveLimit`'s current value, else ``workers``."""
     paused: bool
     """Whether the pool is paused (:meth:`Dispatcher.pause`): it accepts jobs
     into its queue but starts none."""
@@ -70,9 +70,9 @@ class PoolStatistics:
     timed_out: int
     """Attempts that overran their timeout."""
     rejected: int
-    """Dispatches refused for want of room: :meth:`Dispatcher.dispatch_nowait`
-    calls that raised :exc:`trio.WouldBlock` and dispatches whose ``max_wait``
-    ran out (:exc:`PoolFull`)."""
+    """Dispatches refused for want of room, which are
+    :meth:`Dispatcher.dispatch_nowait` calls that raised :exc:`trio.WouldBlock`
+    and dispatches whose ``max_wait`` ran out (:exc:`PoolFull`)."""
 
     @classmethod
     def _sum(cls, parts: Iterable[PoolStatistics]) -> PoolStatistics:

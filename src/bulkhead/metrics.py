@@ -1,7 +1,7 @@
 """Prometheus metrics for bulkhead dispatchers (the ``bulkhead[metrics]`` extra).
 
 Everything comes from the public API: the per-pool gauges and counters are
-read from :meth:`Dispatcher.statistics` when Prometheus scrapes (nothing is
+read from :meth:`bulkhead.Dispatcher.statistics` when Prometheus scrapes (nothing is
 counted twice, nothing costs per job), and the job-duration histogram is fed
 by a :class:`bulkhead.Hooks` ``on_finished`` hook. Example::
 
