@@ -93,6 +93,54 @@ def rounds(
     return trio.run(main)
 
 
+def rounds_many(rounds: int, per_round: int, workers: int) -> float:
+    """The bulk-synchronous loop with one ``dispatch_many`` per round."""
+
+    async def main() -> float:
+        async with bulkhead.open_dispatcher([_pool(P, workers, True)]) as d:
+            args = [(i,) for i in range(per_round)]
+            t0 = perf_counter()
+            for _ in range(rounds):
+                await d.dispatch_many(trivial, args, priority=P)
+                await d.barrier()
+            elapsed = perf_counter() - t0
+            _check(d, rounds * per_round)
+        return elapsed
+
+    return trio.run(main)
+
+
+def _no_op(*args: object) -> None:
+    pass
+
+
+HOOKS = {
+    "none": None,
+    "unset": bulkhead.Hooks(),
+    "on_finished": bulkhead.Hooks(on_finished=_no_op),
+}
+"""Hook settings the throughput scenario compares: none, a Hooks with
+nothing set, and one no-op hook."""
+
+
+def throughput_hooks(n: int, workers: int, *, hooks: str) -> float:
+    """``n`` trivial jobs through one pool with the hooks ``HOOKS[hooks]``."""
+
+    async def main() -> float:
+        async with bulkhead.open_dispatcher(
+            [_pool(P, workers, True)], hooks=HOOKS[hooks]
+        ) as d:
+            t0 = perf_counter()
+            for i in range(n):
+                await d.dispatch(trivial, i, priority=P)
+            await d.barrier()
+            elapsed = perf_counter() - t0
+            _check(d, n)
+        return elapsed
+
+    return trio.run(main)
+
+
 def isolation(
     *, shared: bool, flood: int, slow: float, probes: int, interval: float
 ) -> list[float]:

@@ -212,6 +212,18 @@ def run_throughput(s: Settings, bh: ModuleType | None) -> dict[str, Any]:
                     bulkhead=True,
                 )
             )
+        for hooks, label in (
+            ("unset", "bulkhead dispatch, hooks=Hooks() (nothing set)"),
+            ("on_finished", "bulkhead dispatch, one no-op hook"),
+        ):
+            contenders.append(
+                Contender(
+                    f"bulkhead_hooks_{hooks}",
+                    label,
+                    _bind(bh.throughput_hooks, s.jobs, s.workers, hooks=hooks),
+                    bulkhead=True,
+                )
+            )
     for key, (label, fn, module) in ALTERNATIVES.items():
         needs_taskgroup = key.startswith("asyncio") and not hasattr(
             asyncio, "TaskGroup"
@@ -241,6 +253,14 @@ def run_rounds(s: Settings, bh: ModuleType | None) -> dict[str, Any]:
             label, copy, nowait = BULKHEAD_VARIANTS[key]
             run = _bind(bh.rounds, *args, copy_context=copy, nowait=nowait)
             contenders.append(Contender(key, label, run, bulkhead=True))
+        contenders.append(
+            Contender(
+                "bulkhead_many",
+                "bulkhead dispatch_many per round",
+                _bind(bh.rounds_many, *args),
+                bulkhead=True,
+            )
+        )
     contenders += [
         Contender(
             "trio_nursery_per_round",
@@ -724,6 +744,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             1.0,
             None if r is None else r >= 1.0,
         )
+    # Issue 11: dispatch_many per round, and what unused hooks cost.
+    for alternative, need in (
+        ("trio_nursery_per_round", 1.5),
+        ("trio_channel_pool_counter", 1.25),
+    ):
+        r = rd.get(alternative, {}).get("bulkhead_many")
+        add(
+            f"rounds: dispatch_many >= {need}x {alternative}",
+            r,
+            need,
+            None if r is None else r >= need,
+        )
+    r = tp.get("bulkhead_hooks_unset", {}).get("bulkhead")
+    add(
+        "hooks=Hooks() (nothing set) vs no hooks, the same code: <= 1.10x (noise)",
+        r,
+        1.10,
+        None if r is None else r <= 1.10,
+    )
     iso = results.get("isolation", {}).get("results", {}).get("bulkhead_two_pools")
     if iso:
         p99 = iso["p99_us"]["median"]

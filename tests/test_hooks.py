@@ -185,3 +185,13 @@ def test_metrics_options_are_validated() -> None:
         TypeError, match=r"^watch\(\) takes a bulkhead\.Dispatcher, got 3$"
     ):
         metrics.watch(3)  # type: ignore[arg-type]
+
+
+async def test_hooks_with_nothing_set_cost_what_no_hooks_cost() -> None:
+    """Nothing to call means nothing to do per job: not even a clock read."""
+    async with bulkhead.open_dispatcher({1: 1}, hooks=Hooks()) as d:
+        job = await d.dispatch(noop)
+        assert job._started_at is None
+    async with bulkhead.open_dispatcher({1: 1}, hooks=Hooks(on_accepted=id)) as d:
+        job = await d.dispatch(noop)
+        assert job._started_at is not None
