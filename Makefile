@@ -29,6 +29,7 @@ types: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --fail-under=95
 
 # The suite on every supported Python, one venv each; interpreters come from
