@@ -47,8 +47,9 @@ test-all:
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
 
+# Long runs: pytest's faulthandler dump after 120 s can crash pytest itself.
 test-deep: $(VENV)/.dev
-	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest tests
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -o faulthandler_timeout=0 tests
 
 demo: $(VENV)/.demo
 	$(BIN)/python examples/rounds.py
