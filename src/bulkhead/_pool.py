@@ -1,4 +1,4 @@
-"""One bulkhead: a fixed set of workers, the hand-off to them, and the queue.
+"""One bulkhead: its workers, the hand-off to them, and the queue.
 
 Design
 ------
@@ -22,6 +22,14 @@ marks it running, counts it) before rescheduling it. A woken dispatcher's job
 is accepted; an aborted one's never was. Fairness follows: a freed worker or
 slot goes to the head waiter, and ``dispatch_nowait`` refuses while anyone is
 parked, so it never barges.
+
+A pool can start fewer jobs than it has idle workers: while it is paused,
+or held by an adaptive limit. Only then is ``_cap`` checked (``_gated``), so
+the common path pays one flag test; whatever raises the cap (resume, a
+higher limit, a resize) calls ``_fill`` to hand waiting jobs to idle
+workers. Resizing spawns workers through the dispatcher, retires idle ones
+at once (woken with ``_Leave.RETIRE``) and busy ones after their job
+(``_excess``). How a job's attempts run is the pool's ``kind``'s business.
 """
 
 from __future__ import annotations
