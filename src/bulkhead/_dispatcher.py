@@ -180,6 +180,8 @@ class Dispatcher:
         check_count(keep_failures, "keep_failures", minimum=1)
         if hooks is not None and not isinstance(hooks, Hooks):
             raise TypeError(f"hooks must be a bulkhead.Hooks or None, got {hooks!r}")
+        if hooks is not None and not any(attrs.astuple(hooks)):
+            hooks = None  # nothing set: nothing to call, nothing to time
         configs = _pool_configs(pools)
         self._pools = {
             config.priority: _Pool(

@@ -165,8 +165,6 @@ class _Pool:
         self._limiter = (
             None if config.limit is None else _Limiter(config.limit, config.workers)
         )
-        if self.hooks is not None and not any(attrs.astuple(self.hooks)):
-            self.hooks = None  # nothing set: nothing to call, nothing to time
         self._timing = self.hooks is not None or self._limiter is not None
         self._set_cap()
 

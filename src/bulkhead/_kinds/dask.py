@@ -44,25 +44,12 @@ import trio
 
 from .._job import Job
 from .._policy import PoolConfig
-from .protocol import refuse_async
+from .protocol import import_for_kind, refuse_async, run_abandonable
 
 GONE_POLL = 0.05
 """Seconds between two asks whether an abandoned task still runs on a worker."""
 CLOSE_TIMEOUT = 10
 """Seconds the pool's own client and cluster get to close at finalize."""
-
-
-def _import_distributed() -> Any:
-    """distributed, or an ImportError that names the extra to install."""
-    try:
-        import distributed
-        import distributed.comm
-        import distributed.protocol.pickle  # what Dask sends functions with
-    except ImportError:
-        raise ImportError(
-            "kind=\"dask\" pools need distributed: pip install 'bulkhead[dask]'"
-        ) from None
-    return distributed
 
 
 async def _reach(distributed: Any, address: str) -> None:
@@ -86,7 +73,13 @@ class DaskKind:
     """The client jobs are submitted through, while the pool is open."""
 
     def __attrs_post_init__(self) -> None:
-        self._distributed = _import_distributed()
+        self._distributed = import_for_kind(
+            "dask",
+            "distributed",
+            "distributed",
+            "distributed.comm",
+            "distributed.protocol.pickle",  # what Dask sends functions with
+        )
         client = self.config.dask_client
         if client is not None and not isinstance(client, self._distributed.Client):
             raise TypeError(f"dask_client must be a distributed.Client, got {client!r}")
@@ -165,36 +158,24 @@ class DaskKind:
         future = client.submit(fn, *args, key=key, pure=False)
         wake = threading.Event()  # the task ended, or trio gave up on it
         future.add_done_callback(lambda _: wake.set())
-        token = trio.lowlevel.current_trio_token()
-        returned = trio.Event()
 
-        def wait_in_thread() -> Any:
-            try:
-                wake.wait()
-                if future.done():
-                    return future.result()
-                # Abandoned: forget the task, then hold the slot until no
-                # worker runs it any more.
-                future.cancel()
-                while any(
-                    client.run(
-                        _still_running, key, on_error="ignore", nanny=False
-                    ).values()
-                ):
-                    time.sleep(GONE_POLL)
-                return None
-            finally:
-                with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(returned.set)
+        def wait_for_task() -> Any:
+            wake.wait()
+            if future.done():
+                return future.result()
+            # Abandoned: forget the task, then hold the slot until no worker
+            # runs it any more.
+            future.cancel()
+            while any(
+                client.run(_still_running, key, on_error="ignore", nanny=False).values()
+            ):
+                time.sleep(GONE_POLL)
+            return None
 
-        try:
-            return await trio.to_thread.run_sync(
-                wait_in_thread,
-                limiter=self.limiter,
-                abandon_on_cancel=True,
-                thread_name=f"bulkhead job #{job.id} ({job.name}) on dask",
-            )
-        finally:
-            if not returned.is_set():
-                job._abandoned_attempt = returned
-                wake.set()
+        return await run_abandonable(
+            job,
+            wait_for_task,
+            self.limiter,
+            f"bulkhead job #{job.id} ({job.name}) on dask",
+            on_abandon=wake.set,
+        )

@@ -17,18 +17,7 @@ import attrs
 import trio
 
 from .._job import Job
-from .protocol import refuse_async, refuse_unpicklable
-
-
-def import_trio_parallel() -> Any:
-    """trio_parallel, or an ImportError that names the extra to install."""
-    try:
-        import trio_parallel
-    except ImportError:
-        raise ImportError(
-            "kind=\"process\" pools need trio-parallel: pip install 'bulkhead[process]'"
-        ) from None
-    return trio_parallel
+from .protocol import import_for_kind, refuse_async, refuse_unpicklable
 
 
 @attrs.define(eq=False)
@@ -42,7 +31,9 @@ class ProcessKind:
     """The pool's ``trio_parallel.WorkerContext`` while it is open."""
 
     def __attrs_post_init__(self) -> None:
-        self._trio_parallel = import_trio_parallel()
+        self._trio_parallel = import_for_kind(
+            "process", "trio-parallel", "trio_parallel"
+        )
         self.limiter = trio.CapacityLimiter(self.workers)
 
     def check(self, fn: object) -> None:

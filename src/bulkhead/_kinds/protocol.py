@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import pickle
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
+
+import trio
 
 from .._job import Job
 from .._policy import is_async_callable
@@ -43,6 +47,56 @@ class PoolKind(Protocol):
 
     def resize(self, workers: int) -> None:
         """Let the kind run ``workers`` attempts at once from now on."""
+
+
+def import_for_kind(kind: str, package: str, *modules: str) -> Any:
+    """Import ``modules`` (the first is returned), or raise an ImportError
+    that names the extra a ``kind`` pool needs."""
+    try:
+        imported = [importlib.import_module(name) for name in modules]
+    except ImportError:
+        raise ImportError(
+            f"kind=\"{kind}\" pools need {package}: pip install 'bulkhead[{kind}]'"
+        ) from None
+    return imported[0]
+
+
+async def run_abandonable(
+    job: Job[Any],
+    work: Callable[[], Any],
+    limiter: trio.CapacityLimiter,
+    thread_name: str,
+    on_abandon: Callable[[], object] | None = None,
+) -> Any:
+    """Run ``work()`` in a trio worker thread under ``limiter``; return its value.
+
+    Cancelled, it abandons the thread (``abandon_on_cancel``): it returns at
+    once, sets ``job._abandoned_attempt`` to an event set once ``work()`` has
+    really returned, and calls ``on_abandon`` (to tell ``work`` to wind up).
+    """
+    token = trio.lowlevel.current_trio_token()
+    returned = trio.Event()
+
+    def in_thread() -> Any:
+        try:
+            return work()
+        finally:
+            with contextlib.suppress(trio.RunFinishedError):  # run already over
+                token.run_sync_soon(returned.set)
+
+    try:
+        return await trio.to_thread.run_sync(
+            in_thread,
+            limiter=limiter,
+            abandon_on_cancel=True,
+            # Named while it runs the job: thread dumps show what is stuck.
+            thread_name=thread_name,
+        )
+    finally:
+        if not returned.is_set():
+            job._abandoned_attempt = returned
+            if on_abandon is not None:
+                on_abandon()
 
 
 def refuse_async(fn: object, kind: str) -> None:

@@ -8,14 +8,13 @@ worker's slot until the thread really returns, so it never runs more than
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import attrs
 import trio
 
 from .._job import RUNNING_JOB, Job
-from .protocol import refuse_async
+from .protocol import refuse_async, run_abandonable
 
 
 @attrs.define(eq=False)
@@ -48,28 +47,14 @@ class ThreadKind:
         running_job = self.running_job
         if context is not None:
             context.run(RUNNING_JOB.set, running_job)
-        token = trio.lowlevel.current_trio_token()
-        returned = trio.Event()
 
-        def in_thread() -> Any:
-            try:
-                if context is None:
-                    # The thread runs in its own copy of the worker's context.
-                    RUNNING_JOB.set(running_job)
-                    return fn(*args)
-                return context.run(fn, *args)
-            finally:
-                with contextlib.suppress(trio.RunFinishedError):  # run already over
-                    token.run_sync_soon(returned.set)
+        def call() -> Any:
+            if context is None:
+                # The thread runs in its own copy of the worker's context.
+                RUNNING_JOB.set(running_job)
+                return fn(*args)
+            return context.run(fn, *args)
 
-        try:
-            return await trio.to_thread.run_sync(
-                in_thread,
-                limiter=self.limiter,
-                abandon_on_cancel=True,
-                # Named while it runs the job: thread dumps show what is stuck.
-                thread_name=f"bulkhead job #{job.id} ({job.name})",
-            )
-        finally:
-            if not returned.is_set():
-                job._abandoned_attempt = returned
+        return await run_abandonable(
+            job, call, self.limiter, f"bulkhead job #{job.id} ({job.name})"
+        )
