@@ -56,7 +56,9 @@ async def test_shrinking_retires_idle_workers_now_and_busy_ones_after_their_job(
         assert stats.succeeded == 4
 
 
-async def test_a_pool_never_runs_more_than_its_new_size() -> None:
+async def test_a_pool_never_runs_more_than_its_new_size(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     most = 0
     running = 0
 

@@ -140,8 +140,21 @@ def test_list_jobs_paged_and_by_state(client: httpx.Client) -> None:
     ]
     for id in ids:
         wait_for(client, id, "succeeded")
-    time.sleep(0.2)  # the journal commits the ends in its next batch
-    page = client.get("/jobs", params={"state": "succeeded", "limit": 1000}).json()
+
+    def succeeded_page() -> dict[str, Any]:
+        page: dict[str, Any] = client.get(
+            "/jobs", params={"state": "succeeded", "limit": 1000}
+        ).json()
+        return page
+
+    # The journal commits the ends in its next batch: poll, do not guess.
+    deadline = time.monotonic() + 10
+    page = succeeded_page()
+    while not set(ids) <= {job["id"] for job in page["jobs"]}:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+        page = succeeded_page()
     listed = [job["id"] for job in page["jobs"]]
     assert set(ids) <= set(listed)
     assert listed == sorted(listed)
@@ -710,8 +723,12 @@ def test_finished_jobs_are_pruned_to_keep_results(tmp_path: Path) -> None:
             time.sleep(1.1)  # the journal prunes at most once a second
             last = c.post("/jobs", json={"type": "add", "args": {"x": 0}}).json()["id"]
             wait_for(c, last, "succeeded")
-            time.sleep(0.2)
-            kept = [job["id"] for job in c.get("/jobs").json()["jobs"]]
+            deadline = time.monotonic() + 10  # until the prune is committed
+            while True:
+                kept = [job["id"] for job in c.get("/jobs").json()["jobs"]]
+                if len(kept) <= 6 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
             assert len(kept) <= 6
             assert ids[-1] in kept
             assert c.get(f"/jobs/{ids[0]}").status_code == 404
