@@ -14,7 +14,15 @@ import sys
 from pathlib import Path
 
 RUN = Path(__file__).parent.parent / "benchmarks" / "run.py"
-SCENARIOS = {"throughput", "rounds", "isolation", "memory", "scaling", "dask"}
+SCENARIOS = {
+    "throughput",
+    "rounds",
+    "isolation",
+    "memory",
+    "scaling",
+    "dask",
+    "service",
+}
 
 
 def test_smoke_benchmark_run_measures_every_scenario_and_writes_its_figures(
