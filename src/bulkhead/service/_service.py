@@ -13,6 +13,11 @@ service is draining, the row is deleted again and the client gets 429 or
 503. A crash between the write and the 202 runs the job on restart although
 its client never heard of it: delivery is at least once, and an idempotency
 key lets the client retry without doubling it.
+
+Shutdown lets jobs finish within the grace period; a job it then stops (or
+never started) was accepted and not finished, so, as after a crash, its row
+stays ``accepted`` and the next start runs it again. Only ``DELETE
+/jobs/{id}`` makes a job ``cancelled``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from bulkhead._policy import PoolConfig, Priority, Retry
 from bulkhead.metrics import PrometheusMetrics
 
 from ._config import ServiceConfig
-from ._journal import TERMINAL, Finish, Journal
+from ._journal import MEMORY, TERMINAL, Finish, Journal
 from ._registry import ArgumentsInvalid, JobRegistry, JobType, resolve_priority
 
 log = logging.getLogger("bulkhead.service")
@@ -172,6 +177,9 @@ class Service:
         """Jobs accepted since start (resumed ones not included)."""
         self.refused = 0
         """Submissions refused with 429 since start."""
+        self.interrupted = 0
+        """Jobs the shutdown stopped before they finished (run again on the
+        next start, unless the journal is ``:memory:``)."""
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, _Entry] = {}
         self._stop = trio.Event()
@@ -256,7 +264,8 @@ class Service:
                 "event": "stopped",
                 "succeeded": stats["succeeded"],
                 "failed": stats["failed"],
-                "cancelled": stats["cancelled"],
+                "cancelled": stats["cancelled"] - self.interrupted,
+                "interrupted": self.interrupted,
             },
         )
 
@@ -415,6 +424,9 @@ class Service:
 
     def _finished(self, job: Job[Any], duration: float | None) -> None:
         entry = self._entry(job)
+        if job.state is JobState.CANCELLED and not entry.cancel_requested:
+            self._interrupted(entry, job)
+            return
         result: str | None = None
         error: str | None = None
         if isinstance(job.outcome, outcome.Value):
@@ -444,6 +456,29 @@ class Service:
                 "duration": None if duration is None else round(duration, 6),
                 "outcome": state,
                 **({"error": error} if error else {}),
+            },
+        )
+
+    def _interrupted(self, entry: _Entry, job: Job[Any]) -> None:
+        # Only the shutdown cancels a job nobody asked to cancel. It was
+        # accepted and never finished, so its row stays 'accepted' and the
+        # next start runs it again, as after a crash.
+        del self._live[entry.id]
+        self.interrupted += 1
+        resumes = self.journal.path != MEMORY
+        log.warning(
+            "job %s interrupted by the shutdown; %s",
+            entry.id,
+            "it runs again on the next start"
+            if resumes
+            else "lost: the journal is :memory:",
+            extra={
+                "event": "job_interrupted",
+                "job": entry.id,
+                "type": entry.type,
+                "priority": entry.priority,
+                "attempt": job.attempts,
+                "resumes": resumes,
             },
         )
 
@@ -532,6 +567,7 @@ class Service:
             "accepted": self.accepted,
             "refused": self.refused,
             "resumed": self.resumed,
+            "interrupted": self.interrupted,
             "in_memory": len(self._live),
             "journal": self.config.journal,
             "pools": pools,
