@@ -10,6 +10,9 @@ Try it (``make serve`` runs the first line)::
 
 from __future__ import annotations
 
+import hashlib
+
+import pydantic
 import trio
 
 from bulkhead.service import JobRegistry
@@ -38,3 +41,34 @@ async def fail(message: str) -> None:
     """Fail with ``message``: shows how an error is reported."""
     await trio.lowlevel.checkpoint()
     raise RuntimeError(message)
+
+
+@registry.job(priority="low")
+def digest(text: str, rounds: int = 1) -> str:
+    """SHA-256 of ``text``, ``rounds`` times over: a sync function, so it runs
+    in a worker thread and the event loop keeps serving requests."""
+    if not 1 <= rounds <= 10_000_000:
+        raise ValueError(f"rounds must be from 1 to 10,000,000, got {rounds}")
+    data = text.encode()
+    for _ in range(rounds):
+        data = hashlib.sha256(data).digest()
+    return data.hex()
+
+
+class Thumbnail(pydantic.BaseModel):
+    """The arguments of :func:`thumbnail`: a pydantic model is the schema."""
+
+    url: pydantic.HttpUrl
+    width: int = pydantic.Field(default=640, gt=0, le=4096)
+
+
+@registry.job(priority="normal")
+async def thumbnail(request: Thumbnail) -> dict[str, str | int]:
+    """Plan a thumbnail. Its only parameter is a model, so a request's
+    ``args`` are that model's fields: ``{"url": "https://...", "width": 320}``."""
+    await trio.lowlevel.checkpoint()
+    return {
+        "url": str(request.url),
+        "width": request.width,
+        "height": request.width * 3 // 4,
+    }

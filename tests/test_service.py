@@ -8,6 +8,8 @@ test at 10,000 submissions from 50 clients instead of 1,000 from 20.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import signal
 import sqlite3
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 import trio
 from hypothesis import given
@@ -179,6 +182,37 @@ def test_idempotency_key_returns_the_first_job(client: httpx.Client) -> None:
     assert accepted(client) == before
 
 
+def test_a_sync_job_runs_in_a_thread_and_is_cancelled_like_any_job(
+    client: httpx.Client,
+) -> None:
+    response = client.post("/jobs", json={"type": "digest", "args": {"text": "b"}})
+    view = wait_for(client, response.json()["id"], "succeeded")
+    assert view["result"] == hashlib.sha256(b"b").hexdigest()
+    body = {"type": "digest", "args": {"text": "b", "rounds": 2_000_000}}
+    id = client.post("/jobs", json=body).json()["id"]
+    assert wait_for(client, id, "running")["state"] == "running"
+    assert client.get("/health").status_code == 200  # the loop is not blocked
+    assert client.delete(f"/jobs/{id}").status_code == 202
+    assert wait_for(client, id, "cancelled")["state"] == "cancelled"
+
+
+def test_a_pydantic_model_parameter_is_the_arguments_schema(
+    client: httpx.Client,
+) -> None:
+    args = {"url": "https://example.com/a.png", "width": 320}
+    response = client.post("/jobs", json={"type": "thumbnail", "args": args})
+    view = wait_for(client, response.json()["id"], "succeeded")
+    assert view["result"] == {**args, "height": 240}
+    bad = client.post(
+        "/jobs", json={"type": "thumbnail", "args": {"url": "nowhere", "width": 0}}
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"].startswith("args.url: Input should be a valid URL")
+    assert "args.width: Input should be greater than 0" in bad.json()["error"]
+    schema = client.get("/job-types").json()["thumbnail"]["args"]
+    assert (schema["title"], schema["required"]) == ("Thumbnail", ["url"])
+
+
 def test_stats_metrics_and_job_types(client: httpx.Client) -> None:
     client.post("/jobs", json={"type": "add", "args": {"x": 1}})
     stats = client.get("/stats").json()
@@ -196,7 +230,7 @@ def test_stats_metrics_and_job_types(client: httpx.Client) -> None:
     assert 'bulkhead_jobs_submitted_total{pool="3"}' in metrics.text
     assert "bulkhead_job_duration_seconds_bucket" in metrics.text
     types = client.get("/job-types").json()
-    assert set(types) == {"add", "sleep", "fail"}
+    assert set(types) == {"add", "sleep", "fail", "digest", "thumbnail"}
     assert types["add"]["args"]["required"] == ["x"]
     assert client.get("/openapi.json").json()["paths"]["/jobs"]["post"]
 
@@ -225,7 +259,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "unknown type",
         {"type": "nope"},
         422,
-        "unknown job type 'nope'; registered: add, fail, sleep",
+        "unknown job type 'nope'; registered: add, digest, fail, sleep, thumbnail",
     ),
     (
         "unknown priority",
@@ -460,6 +494,13 @@ def test_non_loopback_host_without_token_refuses_to_start() -> None:
 # --------------------------------------------------------------- registry
 
 
+class Point(pydantic.BaseModel):
+    """A module-level model: annotations are strings here, resolved by name."""
+
+    x: int
+    y: int = 0
+
+
 def test_registry_validates_arguments_and_signatures() -> None:
     registry = JobRegistry()
 
@@ -481,14 +522,29 @@ def test_registry_validates_arguments_and_signatures() -> None:
     def sync(x: int) -> int:
         return x
 
+    async def plot(point: Point) -> int:
+        return point.x
+
+    def numbers(n: int) -> Iterator[int]:
+        yield n
+
     async def untyped(x):  # type: ignore[no-untyped-def]
         return x
 
     async def star(*xs: int) -> None:
         pass
 
-    with pytest.raises(TypeError, match=r"^a job type must be an async function"):
-        registry.add(sync)  # type: ignore[arg-type]
+    assert not registry.add(sync).is_async
+    assert registry["sync"].validate({"x": "3"}) == {"x": 3}
+    assert registry.add(plot).validate({"x": 1}) == {"point": Point(x=1, y=0)}
+    with pytest.raises(ValueError, match=r"^args\.y: Input should be a valid int"):
+        registry["plot"].validate({"x": 1, "y": "a"})
+    with pytest.raises(TypeError, match=r"^a job type must be a function or an async"):
+        registry.add(numbers)
+    with pytest.raises(TypeError, match=r"^a job type must be a function or an async"):
+        registry.add(Point)
+    with pytest.raises(ValueError, match=r"identifier \(pass name=\), got None$"):
+        registry.add(functools.partial(sync, 1))
     with pytest.raises(TypeError, match=r"argument 'x' has no type annotation"):
         registry.add(untyped)
     with pytest.raises(TypeError, match=r"\*xs cannot come from JSON"):

@@ -2,14 +2,16 @@
 
 A :class:`JobRegistry` is the only way work reaches a service: a request names
 a registered type and gives JSON arguments, which are validated against a
-pydantic model built once, at registration, from the function's typed
-signature. Nothing else is ever called.
+pydantic model built once, at registration: from the function's typed
+signature, or, for a function whose only parameter is a pydantic model, that
+model itself. Nothing else is ever called. A sync function runs in a worker
+thread.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, final
 
 import attrs
@@ -17,7 +19,7 @@ import pydantic
 
 from bulkhead._policy import Priority
 
-_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 PRIORITY_NAMES: Mapping[str, int] = {p.name.lower(): int(p) for p in Priority}
 """``low``, ``normal``, ``high`` and ``urgent``: the four named priorities."""
@@ -63,12 +65,20 @@ class JobType:
 
     name: str
     """The name requests use (``{"type": name}``)."""
-    fn: Callable[..., Awaitable[Any]]
-    """The async function run for each job."""
+    fn: Callable[..., Any]
+    """The function run for each job: async, or sync (run in a thread)."""
     priority: int
     """The pool its jobs run in unless a request names another."""
     arguments: type[pydantic.BaseModel]
-    """The pydantic model of its keyword arguments, from the signature."""
+    """The pydantic model of its arguments: built from the signature, or the
+    model that is the function's only parameter."""
+    model_parameter: str | None = None
+    """The name of that only parameter, if :attr:`arguments` is its model."""
+
+    @property
+    def is_async(self) -> bool:
+        """Whether :attr:`fn` is an async function (else it runs in a thread)."""
+        return inspect.iscoroutinefunction(self.fn)
 
     def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Return the keyword arguments for :attr:`fn` from JSON ``args``.
@@ -85,6 +95,8 @@ class JobType:
                     for error in exc.errors()
                 ]
             ) from None
+        if self.model_parameter is not None:
+            return {self.model_parameter: model}
         return {name: getattr(model, name) for name in type(model).model_fields}
 
     def schema(self) -> dict[str, Any]:
@@ -92,7 +104,11 @@ class JobType:
         return self.arguments.model_json_schema()
 
 
-def _arguments_model(name: str, fn: Callable[..., Any]) -> type[pydantic.BaseModel]:
+def _arguments_model(
+    name: str, fn: Callable[..., Any]
+) -> tuple[type[pydantic.BaseModel], str | None]:
+    """The model JSON arguments are checked against, and the name of the
+    parameter that takes the model whole (``None``: keyword arguments)."""
     fields: dict[str, Any] = {}
     try:
         hints = inspect.get_annotations(fn, eval_str=True)
@@ -100,7 +116,12 @@ def _arguments_model(name: str, fn: Callable[..., Any]) -> type[pydantic.BaseMod
         raise TypeError(
             f"job type {name!r}: cannot resolve annotation: {exc}"
         ) from None
-    for param in inspect.signature(fn).parameters.values():
+    parameters = list(inspect.signature(fn).parameters.values())
+    if len(parameters) == 1:
+        only = hints.get(parameters[0].name)
+        if isinstance(only, type) and issubclass(only, pydantic.BaseModel):
+            return only, parameters[0].name
+    for param in parameters:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(
                 f"job type {name!r}: *{param.name} cannot come from JSON; "
@@ -123,12 +144,12 @@ def _arguments_model(name: str, fn: Callable[..., Any]) -> type[pydantic.BaseMod
         __config__=pydantic.ConfigDict(extra="forbid"),
         **fields,
     )
-    return model
+    return model, None
 
 
 @final
 class JobRegistry:
-    """Maps job type names to async functions, each with its pool.
+    """Maps job type names to functions, each with its pool.
 
     Example::
 
@@ -140,6 +161,13 @@ class JobRegistry:
 
     Serve it with ``bulkhead serve mymodule:registry``; a client then posts
     ``{"type": "resize_image", "args": {"url": "..."}}`` to ``/jobs``.
+
+    The JSON ``args`` are checked against the typed signature, or, if the
+    function's only parameter is a pydantic model, against that model (the
+    function then receives the model). A sync function runs in a worker
+    thread; if its job is cancelled or times out, the job ends at once but
+    the thread (which nothing can interrupt) runs on, holding one of its
+    pool's thread slots (as many as the pool has workers) until it returns.
     """
 
     def __init__(self) -> None:
@@ -148,7 +176,7 @@ class JobRegistry:
     def job(
         self, *, name: str | None = None, priority: str | int = "normal"
     ) -> Callable[[_F], _F]:
-        """Register an async function as a job type (a decorator).
+        """Register a function as a job type (a decorator).
 
         Args:
           name: the type's name (default: the function's ``__name__``).
@@ -156,7 +184,8 @@ class JobRegistry:
             ``urgent`` or a pool number.
 
         Raises:
-          TypeError: for a sync function, or a signature JSON cannot fill.
+          TypeError: for a generator or a class, or a signature JSON
+            cannot fill.
           ValueError: for a name registered twice or a bad priority.
         """
 
@@ -168,21 +197,31 @@ class JobRegistry:
 
     def add(
         self,
-        fn: Callable[..., Awaitable[Any]],
+        fn: Callable[..., Any],
         *,
         name: str | None = None,
         priority: str | int = "normal",
     ) -> JobType:
         """Register ``fn`` (as :meth:`job` does) and return its :class:`JobType`."""
-        if not inspect.iscoroutinefunction(fn):
-            raise TypeError(f"a job type must be an async function, got {fn!r}")
-        name = fn.__name__ if name is None else name
+        if (
+            not callable(fn)
+            or inspect.isclass(fn)
+            or inspect.isgeneratorfunction(fn)
+            or inspect.isasyncgenfunction(fn)
+        ):
+            raise TypeError(
+                f"a job type must be a function or an async function, got {fn!r}"
+            )
+        name = getattr(fn, "__name__", None) if name is None else name
         if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"a job type name must be an identifier, got {name!r}")
+            raise ValueError(
+                f"a job type name must be an identifier (pass name=), got {name!r}"
+            )
         if name in self._types:
             raise ValueError(f"job type {name!r} is already registered")
+        arguments, model_parameter = _arguments_model(name, fn)
         job_type = JobType(
-            name, fn, resolve_priority(priority), _arguments_model(name, fn)
+            name, fn, resolve_priority(priority), arguments, model_parameter
         )
         self._types[name] = job_type
         return job_type

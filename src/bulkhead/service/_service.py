@@ -182,6 +182,10 @@ class Service:
         next start, unless the journal is ``:memory:``)."""
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, _Entry] = {}
+        # A cancelled sync job's thread runs on: bound them per pool.
+        self._threads = {
+            p.priority: trio.CapacityLimiter(p.workers) for p in config.pools
+        }
         self._stop = trio.Event()
         self.stopped = trio.Event()
         """Set once the service has drained and closed its journal."""
@@ -381,8 +385,16 @@ class Service:
         self, entry: _Entry, job_type: JobType, kwargs: dict[str, Any], max_wait: float
     ) -> None:
         assert self._dispatcher is not None
+        call = functools.partial(job_type.fn, **kwargs)
+        if not job_type.is_async:
+            call = functools.partial(
+                trio.to_thread.run_sync,
+                call,
+                abandon_on_cancel=True,
+                limiter=self._threads[entry.priority],
+            )
         job = await self._dispatcher.dispatch(
-            functools.partial(job_type.fn, **kwargs),
+            call,
             priority=entry.priority,
             name=f"{entry.type}#{entry.id}",
             max_wait=max_wait,
