@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-LINTED := src tests examples benchmarks docs/conf.py
+LINTED := src tests examples benchmarks docs/conf.py docs/_ext
 
 .PHONY: test lint types unit demo serve docs bench test-deep test-all clean
 

@@ -20,6 +20,7 @@ from sphinx.pycode import ModuleAnalyzer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE / "_ext"))
 
 import bulkhead  # noqa: E402
 
@@ -33,13 +34,17 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
     "sphinxcontrib_trio",
+    "sphinxcontrib.openapi",
+    # docs/_ext: writes _generated/openapi.json from the service's FastAPI
+    # app and adds the openapi-service directive (service-api.rst).
+    "bulkhead_openapi",
 ]
 
 nitpicky = True
 default_role = "py:obj"
 primary_domain = "py"
 highlight_language = "python3"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -38,7 +38,7 @@ def _priority(value: object) -> object:
 class JobSubmission(pydantic.BaseModel):
     """The body of ``POST /jobs``."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     type: str = pydantic.Field(min_length=1, max_length=200)
     """A registered job type (see ``GET /job-types``)."""
@@ -151,7 +151,6 @@ def create_app(service: Service) -> FastAPI:
         summary="Submit jobs to isolated trio worker pools, one per priority.",
         version="0.1.0",
         responses={
-            401: {"model": Problem, "description": "Missing or wrong bearer token"},
             413: {"model": Problem, "description": "Request body too large"},
         },
     )
@@ -170,6 +169,24 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(401, "wrong bearer token")
 
     secured = [Depends(authorized)]
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again",
+            "schema": {"type": "integer"},
+        }
+    }
+    unauthorized: dict[int | str, dict[str, Any]] = {
+        401: {
+            "model": Problem,
+            "description": "Missing or wrong bearer token (if the service has one)",
+            "headers": {
+                "WWW-Authenticate": {
+                    "description": "``Bearer``",
+                    "schema": {"type": "string"},
+                }
+            },
+        }
+    }
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected) -> JSONResponse:
@@ -207,28 +224,66 @@ def create_app(service: Service) -> FastAPI:
         log.error("request failed", exc_info=exc, extra={"path": request.url.path})
         return _problem(500, "internal error (logged on the server)")
 
-    @app.get("/health", tags=["probes"])
+    @app.get(
+        "/health",
+        tags=["probes"],
+        summary="Liveness probe",
+        response_description="The process serves HTTP",
+    )
     async def health() -> dict[str, str]:
-        """Liveness: 200 while the process serves HTTP."""
+        """Liveness: 200 ``{"status": "ok"}`` while the process serves HTTP.
+
+        Needs no token.
+        """
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["probes"], responses={503: {"model": Problem}})
+    @app.get(
+        "/ready",
+        tags=["probes"],
+        summary="Readiness probe",
+        response_description="The pools run and take jobs",
+        responses={
+            503: {"model": Problem, "description": "Starting, or draining to stop"}
+        },
+    )
     async def ready() -> JSONResponse:
-        """Readiness: 200 once the pools are up, 503 while draining."""
+        """Readiness: 200 ``{"status": "ready"}`` once the pools are up, 503
+        while starting or draining (``error`` says which).
+
+        Needs no token.
+        """
         if service.ready:
             return JSONResponse({"status": "ready"})
         return _problem(503, "draining" if service.draining else "starting")
 
-    @app.get("/stats", tags=["monitoring"], dependencies=secured)
+    @app.get(
+        "/stats",
+        tags=["monitoring"],
+        summary="Service and pool statistics",
+        dependencies=secured,
+        response_description="The statistics",
+        responses=unauthorized,
+    )
     async def stats() -> dict[str, Any]:
-        """Per-pool statistics (:class:`bulkhead.PoolStatistics`) and uptime."""
+        """Per-pool statistics (:class:`bulkhead.PoolStatistics`) and uptime.
+
+        A JSON object: ``uptime`` (seconds), ``draining``, ``accepted`` (jobs
+        since start), ``refused`` (429 answers since start), ``resumed``
+        (unfinished jobs the start found in the journal and ran again),
+        ``in_memory`` (accepted jobs whose end is not journaled yet),
+        ``journal`` (its path), and ``pools`` (by pool name) and ``total``:
+        objects with the fields of :class:`bulkhead.PoolStatistics`.
+        """
         return service.statistics()
 
     @app.get(
         "/metrics",
         tags=["monitoring"],
+        summary="Prometheus metrics",
         dependencies=secured,
         response_class=PlainTextResponse,
+        response_description="Prometheus text exposition format",
+        responses=unauthorized,
     )
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: per-pool counters, gauges, job durations."""
@@ -237,14 +292,38 @@ def create_app(service: Service) -> FastAPI:
             media_type=CONTENT_TYPE_LATEST,
         )
 
-    @app.get("/workers", tags=["monitoring"], dependencies=secured)
+    @app.get(
+        "/workers",
+        tags=["monitoring"],
+        summary="Workers of each pool",
+        dependencies=secured,
+        response_description="The pools and their workers",
+        responses=unauthorized,
+    )
     async def workers() -> dict[str, Any]:
-        """Each pool's workers and the jobs running on them."""
+        """Each pool's workers and the jobs running on them.
+
+        ``pools`` maps each pool's name to its ``priority``, ``workers``,
+        ``busy``, ``idle``, ``queued``, ``paused``, and ``running``: the jobs
+        running now (``id``, ``type``, ``started_at``), oldest id first.
+        """
         return service.workers()
 
-    @app.get("/job-types", tags=["jobs"], dependencies=secured)
+    @app.get(
+        "/job-types",
+        tags=["jobs"],
+        summary="Registered job types",
+        dependencies=secured,
+        response_description="The job types by name",
+        responses=unauthorized,
+    )
     async def job_types() -> dict[str, Any]:
-        """The registered job types, their pools and argument schemas."""
+        """The registered job types, their pools and argument schemas.
+
+        Maps each job type's name to its ``priority`` (the pool it runs in
+        unless a submission names another) and ``args``, the JSON schema of
+        its arguments, made from the job function's typed signature.
+        """
         return {
             job_type.name: {"priority": job_type.priority, "args": job_type.schema()}
             for job_type in service.registry
@@ -253,19 +332,40 @@ def create_app(service: Service) -> FastAPI:
     @app.post(
         "/jobs",
         tags=["jobs"],
+        summary="Submit a job",
         status_code=202,
         dependencies=secured,
         response_model=JobAccepted,
+        response_description="Recorded in the journal and accepted by its pool",
         responses={
             200: {"model": JobAccepted, "description": "Idempotency key seen before"},
             400: {"model": Problem, "description": "Malformed JSON"},
-            422: {"model": Problem, "description": "Unknown type, priority or args"},
-            429: {"model": Problem, "description": "Pool and queue full"},
-            503: {"model": Problem, "description": "Shutting down"},
+            **unauthorized,
+            422: {
+                "model": Problem,
+                "description": "Unknown type or priority, or a field or argument "
+                "that does not fit (the message names it)",
+            },
+            429: {
+                "model": Problem,
+                "description": "The pool and its queue stayed full for ``max_wait``",
+                "headers": retry_after,
+            },
+            503: {
+                "model": Problem,
+                "description": "Shutting down, or the journal failed",
+                "headers": retry_after,
+            },
         },
     )
     async def submit(submission: JobSubmission) -> JSONResponse:
         """Submit a job: recorded in the journal, then accepted by its pool.
+
+        The body names the job's ``type`` (see ``GET /job-types``) and its
+        ``args`` by name. ``priority`` picks the pool: ``low``, ``normal``,
+        ``high``, ``urgent`` or a pool number; the job type's own pool by
+        default. A second submission with the same ``idempotency_key``
+        answers 200 with the first job's id and runs nothing.
 
         202 with its id; 200 with the earlier id for a repeated idempotency
         key; 429 (``Retry-After``) when the pool and its queue stay full.
@@ -283,27 +383,62 @@ def create_app(service: Service) -> FastAPI:
     @app.get(
         "/jobs/{id}",
         tags=["jobs"],
+        summary="Read a job",
         dependencies=secured,
         response_model=JobView,
-        responses={404: {"model": Problem}},
+        response_description="The job",
+        responses={
+            **unauthorized,
+            404: {"model": Problem, "description": "Never accepted, or expired"},
+            422: {"model": Problem, "description": "``id`` is not an integer"},
+        },
     )
     async def get_job(id: int) -> dict[str, Any]:
-        """A job's state, attempts, timings, and result or error."""
+        """A job's state, attempts, timings, and result or error.
+
+        Times are Unix seconds. ``resumed`` counts the restarts that found
+        the job unfinished and ran it again. ``result`` is the job's return
+        value as JSON; ``error`` is its exception's type and message, never
+        a traceback. A finished job stays readable for a bounded time and
+        count (``BULKHEAD_KEEP_RESULTS_FOR``, ``BULKHEAD_KEEP_RESULTS``).
+        """
         return await service.job(id)
 
     @app.delete(
         "/jobs/{id}",
         tags=["jobs"],
+        summary="Cancel a job",
         status_code=202,
         dependencies=secured,
         response_model=JobView,
-        responses={404: {"model": Problem}, 409: {"model": Problem}},
+        response_description="Cancellation requested; the job as it is now",
+        responses={
+            **unauthorized,
+            404: {"model": Problem, "description": "Never accepted, or expired"},
+            409: {"model": Problem, "description": "The job has already finished"},
+            422: {"model": Problem, "description": "``id`` is not an integer"},
+        },
     )
     async def cancel_job(id: int) -> dict[str, Any]:
-        """Cancel a queued or running job (it ends ``cancelled``)."""
+        """Cancel a queued or running job (it ends ``cancelled``).
+
+        The answer shows the job as it is once cancellation is requested;
+        it ends ``cancelled`` soon after (read it with ``GET /jobs/{id}``).
+        """
         return await service.cancel(id)
 
-    @app.get("/jobs", tags=["jobs"], dependencies=secured, response_model=JobPage)
+    @app.get(
+        "/jobs",
+        tags=["jobs"],
+        summary="List jobs",
+        dependencies=secured,
+        response_model=JobPage,
+        response_description="A page of jobs",
+        responses={
+            **unauthorized,
+            422: {"model": Problem, "description": "A query parameter out of range"},
+        },
+    )
     async def list_jobs(
         state: Annotated[
             Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
@@ -312,7 +447,11 @@ def create_app(service: Service) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        """Jobs in id order, optionally of one state, a page at a time."""
+        """Jobs in id order, optionally of one state, a page at a time.
+
+        Oldest first: ``offset`` skips that many, ``limit`` caps the page.
+        Each job is shown as ``GET /jobs/{id}`` shows it.
+        """
         assert state is None or state in STATES
         jobs = await service.jobs(state, limit, offset)
         return {"jobs": jobs, "limit": limit, "offset": offset}

@@ -66,12 +66,12 @@ class JobType:
     name: str
     """The name requests use (``{"type": name}``)."""
     fn: Callable[..., Any]
-    """The function run for each job: async, or sync (run in a thread)."""
+    """The function run for each job (async, or sync and run in a thread)."""
     priority: int
     """The pool its jobs run in unless a request names another."""
     arguments: type[pydantic.BaseModel]
-    """The pydantic model of its arguments: built from the signature, or the
-    model that is the function's only parameter."""
+    """The pydantic model of its arguments, built from the signature (or the
+    model that is the function's only parameter)."""
     model_parameter: str | None = None
     """The name of that only parameter, if :attr:`arguments` is its model."""
 
