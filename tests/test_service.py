@@ -232,7 +232,22 @@ def test_stats_metrics_and_job_types(client: httpx.Client) -> None:
     types = client.get("/job-types").json()
     assert set(types) == {"add", "sleep", "fail", "digest", "thumbnail"}
     assert types["add"]["args"]["required"] == ["x"]
-    assert client.get("/openapi.json").json()["paths"]["/jobs"]["post"]
+    # The published body schema is as narrow as the validation: one variant
+    # per job type, with that type's arguments, and only configured pools.
+    openapi = client.get("/openapi.json").json()
+    body = openapi["paths"]["/jobs"]["post"]["requestBody"]["content"]
+    mapping = body["application/json"]["schema"]["discriminator"]["mapping"]
+    assert set(mapping) == set(types)
+    schemas = openapi["components"]["schemas"]
+    add = schemas["JobSubmission_add"]
+    assert add["required"] == ["type", "args"]
+    assert schemas[add["properties"]["args"]["$ref"].rpartition("/")[2]][
+        "required"
+    ] == ["x"]
+    assert add["properties"]["priority"]["anyOf"][:2] == [
+        {"type": "string", "enum": ["low", "normal", "high", "urgent"]},
+        {"type": "integer", "enum": [1, 2, 3, 4]},
+    ]
 
 
 def test_full_pool_answers_429_with_retry_after(client: httpx.Client) -> None:
@@ -357,6 +372,12 @@ def test_unknown_job_is_404_and_bad_id_422(client: httpx.Client) -> None:
         "error": "no job 987654 (never accepted, or its result expired)"
     }
     assert client.get("/jobs/abc").status_code == 422
+    # Beyond SQLite's 64-bit integers: refused, not a 500 from the journal.
+    for path in (f"/jobs/{2**63}", "/jobs/0", f"/jobs?offset={2**63}"):
+        response = client.get(path)
+        assert response.status_code == 422, path
+        assert response.json()["fields"][0]["field"] in ("id", "offset")
+    assert client.delete(f"/jobs/{2**64}").status_code == 422
 
 
 JSON = st.recursive(

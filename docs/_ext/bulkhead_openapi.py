@@ -103,7 +103,7 @@ def type_name(schema: dict[str, Any]) -> str:
 
 
 def _literal(value: Any) -> str:
-    return f"``{value if isinstance(value, str) else json.dumps(value)}``"
+    return f"``{value if value and isinstance(value, str) else json.dumps(value)}``"
 
 
 def notes(schema: dict[str, Any], required: bool | None) -> str:
@@ -121,6 +121,10 @@ def notes(schema: dict[str, Any], required: bool | None) -> str:
         low, high = variant.get("minLength"), variant.get("maxLength")
         if low is not None and high is not None:
             parts.append(f"{low} to {high} characters")
+        if "exclusiveMinimum" in variant:
+            parts.append(f"more than {variant['exclusiveMinimum']}")
+        if "exclusiveMaximum" in variant:
+            parts.append(f"less than {variant['exclusiveMaximum']}")
         low, high = variant.get("minimum"), variant.get("maximum")
         if low is not None and high is not None:
             parts.append(f"from {low} to {high}")
@@ -168,9 +172,13 @@ def enrich(operation: dict[str, Any]) -> None:
         parameter["schema"] = {"type": type_name(schema)}
         parameter["description"] = description
         parameter["required"] = False  # said in the description already
-    fields = json_fields("reqjson", _json_schema(operation.get("requestBody", {})))
+    body = _json_schema(operation.get("requestBody", {}))
+    by_type = by_job_type(body)
+    if by_type:
+        body = _merged(body)
+    fields = json_fields("reqjson", body)
     operation["description"] = "\n\n".join(
-        filter(None, [operation.get("description", ""), "\n".join(fields)])
+        filter(None, [operation.get("description", ""), "\n".join(fields), by_type])
     )
     responses = operation.get("responses", {})
     operation["responses"] = responses = dict(sorted(responses.items()))
@@ -184,6 +192,41 @@ def enrich(operation: dict[str, Any]) -> None:
         for headers in others:
             del headers[name]
     operation["tags"] = [tag.capitalize() for tag in operation.get("tags", [])]
+
+
+def _merged(body: dict[str, Any]) -> dict[str, Any]:
+    """One object for a body with a variant per job type: their shared
+    fields, ``type`` being one of the types' names."""
+    variants = body["oneOf"]
+    merged = copy.deepcopy(variants[0])
+    names = [v["properties"]["type"]["const"] for v in variants]
+    merged["properties"]["type"] = {"type": "string", "enum": names}
+    merged["properties"]["args"] = {
+        "type": "object",
+        "description": "The job function's arguments by name (below); optional "
+        "when they all have defaults.",
+    }
+    merged["required"] = ["type"]
+    return merged
+
+
+def by_job_type(body: dict[str, Any]) -> str:
+    """For a body with a variant per job type (``oneOf`` with a ``type``
+    discriminator): a list of each type's ``args``; else nothing."""
+    if body.get("discriminator", {}).get("propertyName") != "type":
+        return ""
+    lines = ["``args`` by job type:", ""]
+    for variant in body["oneOf"]:
+        arguments = variant["properties"]["args"]
+        required = set(arguments.get("required", ()))
+        name = variant["properties"]["type"]["const"]
+        lines += [f"* ``{name}``", ""]
+        lines += [
+            f"  * ``{arg}`` ({type_name(field)}): {notes(field, arg in required)}"
+            for arg, field in arguments.get("properties", {}).items()
+        ] or ["  * no arguments"]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def response_fields(operation: dict[str, Any]) -> list[str]:

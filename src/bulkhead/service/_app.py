@@ -17,14 +17,17 @@ import logging
 from typing import Annotated, Any, Literal
 
 import pydantic
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._service import STATES, Rejected, Service
+import bulkhead
+
+from ._service import STATES, Rejected, Service, pool_name
 
 log = logging.getLogger("bulkhead.service.http")
 
@@ -33,6 +36,12 @@ def _priority(value: object) -> object:
     if value is None or (isinstance(value, (int, str)) and not isinstance(value, bool)):
         return value
     raise ValueError("give low, normal, high, urgent or a pool number")
+
+
+JobId = Annotated[
+    int, Path(ge=1, le=2**63 - 1, description="The id ``POST /jobs`` answered.")
+]
+"""A job id: SQLite's row ids are positive 64-bit integers."""
 
 
 class JobSubmission(pydantic.BaseModel):
@@ -149,7 +158,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(
         title="bulkhead service",
         summary="Submit jobs to isolated trio worker pools, one per priority.",
-        version="0.1.0",
+        version=bulkhead.__version__,
         responses={
             413: {"model": Problem, "description": "Request body too large"},
         },
@@ -169,6 +178,7 @@ def create_app(service: Service) -> FastAPI:
             raise HTTPException(401, "wrong bearer token")
 
     secured = [Depends(authorized)]
+    bad_id = {"model": Problem, "description": "``id`` is not 1 to 2**63 - 1"}
     retry_after = {
         "Retry-After": {
             "description": "Seconds to wait before trying again",
@@ -390,10 +400,10 @@ def create_app(service: Service) -> FastAPI:
         responses={
             **unauthorized,
             404: {"model": Problem, "description": "Never accepted, or expired"},
-            422: {"model": Problem, "description": "``id`` is not an integer"},
+            422: bad_id,
         },
     )
-    async def get_job(id: int) -> dict[str, Any]:
+    async def get_job(id: JobId) -> dict[str, Any]:
         """A job's state, attempts, timings, and result or error.
 
         Times are Unix seconds. ``resumed`` counts the restarts that found
@@ -416,10 +426,10 @@ def create_app(service: Service) -> FastAPI:
             **unauthorized,
             404: {"model": Problem, "description": "Never accepted, or expired"},
             409: {"model": Problem, "description": "The job has already finished"},
-            422: {"model": Problem, "description": "``id`` is not an integer"},
+            422: bad_id,
         },
     )
-    async def cancel_job(id: int) -> dict[str, Any]:
+    async def cancel_job(id: JobId) -> dict[str, Any]:
         """Cancel a queued or running job (it ends ``cancelled``).
 
         The answer shows the job as it is once cancellation is requested;
@@ -445,7 +455,7 @@ def create_app(service: Service) -> FastAPI:
             Query(),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     ) -> dict[str, Any]:
         """Jobs in id order, optionally of one state, a page at a time.
 
@@ -457,4 +467,68 @@ def create_app(service: Service) -> FastAPI:
         return {"jobs": jobs, "limit": limit, "offset": offset}
 
     app.add_middleware(BodyLimit, limit=service.config.max_body)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _narrow_submissions(generate(), service)
+        return app.openapi_schema  # type: ignore[return-value]  # set by generate
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
     return app
+
+
+def _narrow_submissions(schema: dict[str, Any], service: Service) -> None:
+    """Make ``POST /jobs``'s body in ``schema`` say exactly what ``service``
+    accepts: one variant per registered job type, with that type's arguments
+    schema, and a priority that names a configured pool.
+
+    Validation stays with :class:`JobSubmission` and the registry (their
+    messages name the field); this only makes the published schema, hence the
+    docs and generated clients, as precise as the validation.
+    """
+    components = schema["components"]["schemas"]
+    base = components["JobSubmission"]
+    pools = sorted(service.priorities)
+    names = [pool_name(p) for p in pools if pool_name(p) != str(p)]
+    priority = {
+        "anyOf": [
+            {"type": "string", "enum": names},
+            {"type": "integer", "enum": pools},
+            {"type": "null"},
+        ],
+        "default": None,
+        "description": base["properties"]["priority"].get("description", ""),
+    }
+    job_types = list(service.registry)
+    refs, defs = models_json_schema(
+        [(t.arguments, "validation") for t in job_types],
+        ref_template="#/components/schemas/{model}",
+    )
+    components.update(defs.get("$defs", {}))
+    mapping = {}
+    for job_type in job_types:
+        arguments = job_type.arguments.model_json_schema()
+        properties = {
+            **base["properties"],
+            "type": {"type": "string", "const": job_type.name},
+            "args": {
+                **refs[(job_type.arguments, "validation")],
+                "description": base["properties"]["args"].get("description", ""),
+            },
+            "priority": priority,
+        }
+        required = ["type", "args"] if arguments.get("required") else ["type"]
+        name = f"JobSubmission_{job_type.name}"
+        components[name] = {
+            **base,
+            "title": f"Submit {job_type.name}",
+            "properties": properties,
+            "required": required,
+        }
+        mapping[job_type.name] = f"#/components/schemas/{name}"
+    body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]
+    body["application/json"]["schema"] = {
+        "oneOf": [{"$ref": ref} for ref in mapping.values()],
+        "discriminator": {"propertyName": "type", "mapping": mapping},
+    }
