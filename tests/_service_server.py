@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,16 @@ class ServerProcess:
 def server_args(pools: str, *extra: str) -> Sequence[str]:
     """Command-line options for a test server."""
     return ("--pools", pools, "--log-level", "INFO", *extra)
+
+
+@contextlib.contextmanager
+def serving(base: Path, *args: str) -> Iterator[ServerProcess]:
+    """A server whose log and journal are in ``base``; SIGTERM at exit
+    (SIGKILL if it does not stop)."""
+    process = ServerProcess(base / "server.log", str(base / "journal.sqlite3"), *args)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.stop()
+        process.kill()

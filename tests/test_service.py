@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from bulkhead.service import ConfigError, JobRegistry, ServiceConfig
 
-from ._service_server import ROOT, ServerProcess, server_args
+from ._service_server import ROOT, ServerProcess, server_args, serving
 
 DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
 POOLS = "low=2:10,normal=4,high=8,urgent=1:1"
@@ -40,18 +40,9 @@ TOKEN = "s3cret-token-for-tests"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server shared by the endpoint tests (journal on disk)."""
-    base = tmp_path_factory.mktemp("service")
-    process = ServerProcess(
-        base / "server.log",
-        str(base / "journal.sqlite3"),
-        *server_args(POOLS, "--grace-period", "1", "--max-body", "2048"),
-    )
-    try:
+    args = server_args(POOLS, "--grace-period", "1", "--max-body", "2048")
+    with serving(tmp_path_factory.mktemp("service"), *args) as process:
         yield process
-    finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.stop()
-        process.kill()
 
 
 @pytest.fixture

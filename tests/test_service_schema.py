@@ -10,8 +10,6 @@ and a schema looser than the validation (any string as a job type).
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,24 +18,15 @@ import schemathesis
 from hypothesis import given
 from schemathesis.core.result import Ok
 
-from ._service_server import ServerProcess, server_args
+from ._service_server import ServerProcess, server_args, serving
 
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of its own: the fuzzer fills its pools with odd jobs."""
-    base = tmp_path_factory.mktemp("schema")
-    process = ServerProcess(
-        base / "server.log",
-        str(base / "journal.sqlite3"),
-        *server_args("low=2:10,normal=4,high=8,urgent=1:1", "--grace-period", "1"),
-    )
-    try:
+    args = server_args("low=2:10,normal=4,high=8,urgent=1:1", "--grace-period", "1")
+    with serving(tmp_path_factory.mktemp("schema"), *args) as process:
         yield process
-    finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.stop()
-        process.kill()
 
 
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode))
