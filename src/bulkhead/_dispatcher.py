@@ -440,9 +440,9 @@ class Dispatcher:
         timeout: float | None,
         retry: Retry | None,
         max_wait: float | None,
-    ) -> tuple[_Pool, float | None, Retry | None, float | None]:
+    ) -> tuple[_Pool, str, float | None, Retry | None, float | None]:
         """Validate what a dispatch asks for; returns the pool and the job's
-        timeout, retry and max_wait. Nothing is accepted yet."""
+        name, timeout, retry and max_wait. Nothing is accepted yet."""
         if self._state == "new":
             raise RuntimeError(
                 "this Dispatcher is not running yet: use `async with "
@@ -459,8 +459,12 @@ class Dispatcher:
             check_priority(priority)
         pool = self._pools.get(priority) or self._pool(priority)
         config = pool.config
-        pool.check_function(fn)
-        if name is not None and not isinstance(name, str):
+        checked = pool.checked_fn
+        if checked is None or checked() is not fn:
+            pool.check_function(fn)
+        if name is None:
+            name = pool.checked_name
+        elif not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {name!r}")
         if timeout is None:
             timeout = config.timeout
@@ -474,14 +478,14 @@ class Dispatcher:
             max_wait = config.max_wait
         elif check_seconds(max_wait, "max_wait") == math.inf:
             max_wait = None
-        return pool, timeout, retry, max_wait
+        return pool, name, timeout, retry, max_wait
 
     @staticmethod
     def _job(
         pool: _Pool,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
-        name: str | None,
+        name: str,
         timeout: float | None,
         retry: Retry | None,
     ) -> Job[Any]:
@@ -591,7 +595,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, timeout, retry, max_wait = self._target(
+        pool, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
         config = pool.config
@@ -665,11 +669,25 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, timeout, retry, _ = self._target(fn, priority, name, timeout, retry, None)
+        pool, name, timeout, retry, _ = self._target(
+            fn, priority, name, timeout, retry, None
+        )
         # Refused here, before building a job only to throw it away.
         pool.refuse_if_full()
-        job = self._job(pool, fn, args, name, timeout, retry)
-        pool.dispatch_nowait(job)
+        config = pool.config
+        job = Job._create(  # as _job(), inline on the hot path
+            next(_job_ids),
+            config.priority,
+            fn,
+            args,
+            contextvars.copy_context() if config.copy_context else None,
+            name,
+            timeout,
+            retry,
+            pool,
+        )
+        accepted = pool.try_accept(job)
+        assert accepted  # refuse_if_full() found room, and nothing ran since
         return job
 
     @overload
@@ -752,7 +770,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, timeout, retry, max_wait = self._target(
+        pool, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
         rounds = _argument_tuples(args)

@@ -6,7 +6,7 @@ import contextvars
 import enum
 import functools
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import attrs
 import trio
@@ -36,8 +36,21 @@ class _NoPublicConstructor(type):
             "jobs are created by Dispatcher.dispatch() and dispatch_nowait()"
         )
 
-    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
-        return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
+    if TYPE_CHECKING:
+
+        def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T: ...
+
+    else:
+        # type's own __call__, which the one above hides: no frame of ours
+        # per job.
+        _create = type.__call__
+
+
+def function_name(fn: object) -> str:
+    """What a job running ``fn`` is called when dispatch was given no name."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 @final
@@ -86,7 +99,7 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     _fn: Callable[..., Any] | None
     _args: tuple[Any, ...] | None
     _context: contextvars.Context | None
-    _name: str | None
+    _name: str
     _timeout: float | None
     _retry: Retry | None
     _owner: _JobOwner
@@ -113,12 +126,7 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     @property
     def name(self) -> str:
         """The name given to dispatch, else the function's qualified name."""
-        if self._name is not None:
-            return self._name
-        fn: object = self._fn
-        while isinstance(fn, functools.partial):
-            fn = fn.func
-        return getattr(fn, "__qualname__", None) or repr(fn)
+        return self._name
 
     async def wait(self) -> _R:
         """Wait until the job has ended, then return its value or raise its error.
@@ -171,8 +179,8 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
         self.outcome = result
         # A handle kept after its job ended pins nothing the job used: not
         # its arguments, nor its function (a partial's arguments, a bound
-        # method's instance); its name is all that is left of it.
-        self._name = self.name
+        # method's instance); its name, taken at dispatch, is all that is
+        # left of it.
         self._fn = self._args = self._context = self._scope = self._batch = None
         if self._done is not None:
             self._done.set()

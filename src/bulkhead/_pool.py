@@ -50,7 +50,7 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 
 from ._errors import DispatcherClosed, PoolFull
 from ._hooks import Hooks
-from ._job import Job, JobState
+from ._job import Job, JobState, function_name
 from ._kinds import PoolKind, kind_for
 from ._limit import _Limiter
 from ._policy import OnError, PoolConfig, Retry
@@ -61,6 +61,14 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 Outcome: TypeAlias = Value[Any] | Error
 """How an attempt or a job ended (``outcome.Outcome`` is not a union mypy narrows)."""
+
+# The JobState members every job passes through, as globals: on Python 3.11
+# looking a member up on the Enum class costs some 900 instructions (through
+# EnumType's __getattr__ hook), a global about 20.
+_RUNNING = JobState.RUNNING
+_SUCCEEDED = JobState.SUCCEEDED
+_FAILED = JobState.FAILED
+_CANCELLED = JobState.CANCELLED
 
 
 class _Leave(enum.Enum):
@@ -122,10 +130,13 @@ class _Pool:
     _abandon_scopes: set[trio.CancelScope] = attrs.field(factory=set)
     worker_tasks: set[Task] = attrs.field(factory=set)
     """The pool's live worker tasks, to recognise a job's own task tree."""
-    _checked_fn: weakref.ref[Any] | None = None
+    checked_fn: weakref.ref[Any] | None = None
     """The last function validated for this pool, so loops skip re-checking
     it; weakly held, so a finished job's function (and what a partial or a
     bound method holds) is not kept alive."""
+    checked_name: str = ""
+    """The name the last checked function's jobs get when dispatch gives
+    none: worked out once per function rather than once per job."""
     live_workers: int = 0
     """Worker tasks spawned and not exited yet."""
     spawned: int = 0
@@ -229,10 +240,11 @@ class _Pool:
     # ----------------------------------------------------------------- intake
 
     def check_function(self, fn: object) -> None:
-        """Reject what this pool could never call, before anything is accepted."""
-        checked = self._checked_fn
-        if checked is not None and checked() is fn:
-            return
+        """Reject what this pool could never call, before anything is accepted.
+
+        Dispatch skips it for the function ``checked_fn`` refers to; it sets
+        ``checked_fn`` and ``checked_name`` for ``fn``.
+        """
         if inspect.iscoroutine(fn):
             fn.close()
             raise TypeError(
@@ -242,24 +254,20 @@ class _Pool:
         if not callable(fn):
             raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
         self.kind.check(fn)
+        self.checked_name = function_name(fn)
         try:
-            self._checked_fn = weakref.ref(fn)
+            self.checked_fn = weakref.ref(fn)
         except TypeError:  # not weakly referenceable: checked every time
-            self._checked_fn = None
+            self.checked_fn = None
 
     def refuse_if_full(self) -> None:
         """Raise what ``dispatch_nowait`` would raise now, if it would refuse."""
         if self.closed:
             raise self._closed_error()
         if self._dispatchers or not (
-            (self._idle and self._can_start()) or len(self._queue) < self.config.queue
+            (self._idle and (not self._gated or len(self._running) < self._cap))
+            or len(self._queue) < self.config.queue
         ):
-            self.reject(trio.WouldBlock())
-
-    @trio.lowlevel.enable_ki_protection
-    def dispatch_nowait(self, job: Job[Any]) -> None:
-        """Accept ``job`` without blocking, or raise ``trio.WouldBlock``."""
-        if not self.try_accept(job):
             self.reject(trio.WouldBlock())
 
     def reject(self, error: trio.WouldBlock) -> NoReturn:
@@ -314,11 +322,20 @@ class _Pool:
         if self._dispatchers:
             return False
         if self._idle and (not self._gated or len(self._running) < self._cap):
-            self._accept(job)
+            # As _accept(), inline on the hot path.
+            self._submitted += 1
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = self._batches[self.epoch] = _Batch()
+            batch.pending += 1
+            job._batch = batch
+            hooks = self.hooks
+            if hooks is not None and hooks.on_accepted is not None:
+                self._call_hook(hooks.on_accepted, job)
             if self._timing:
                 self._start(job)
             else:  # as _start(), inline on the hot path
-                job.state = JobState.RUNNING
+                job.state = _RUNNING
                 job.attempts = 1
                 self._started += 1
                 self._running.add(job)
@@ -343,7 +360,7 @@ class _Pool:
 
     def _start(self, job: Job[Any]) -> None:
         """A worker takes ``job``: its first attempt begins."""
-        job.state = JobState.RUNNING
+        job.state = _RUNNING
         job.attempts = 1
         self._started += 1
         self._running.add(job)
@@ -608,22 +625,24 @@ class _Pool:
         if result.__class__ is Value:
             self._succeeded += 1
             batch.succeeded += 1
-            job._end(JobState.SUCCEEDED, result)
+            job._end(_SUCCEEDED, result)
         elif result is None:
             self._cancelled += 1
             batch.cancelled += 1
-            job._end(JobState.CANCELLED, outcome.Error(job._cancelled_error()))
+            job._end(_CANCELLED, outcome.Error(job._cancelled_error()))
         else:
             assert isinstance(result, Error)
             self._failed += 1
             batch.failed += 1
-            job._end(JobState.FAILED, result)
+            job._end(_FAILED, result)
             batch.job_ended()
-            self._finished(job)
+            if self.hooks is not None:
+                self._finished(job)
             self._on_failure(job, batch, result.error)
             return job._abandoned_attempt
         batch.job_ended()
-        self._finished(job)
+        if self.hooks is not None:
+            self._finished(job)
         return job._abandoned_attempt
 
     def _observe(self, job: Job[Any], result: Outcome | None) -> None:
