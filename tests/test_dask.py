@@ -297,6 +297,13 @@ async def test_what_a_dask_pool_cannot_run_is_refused_before_it_is_accepted(
             r"dask pool that calls sync functions: dispatch it to an async pool$",
         ):
             await d.dispatch(an_async_function, priority=1)
+        with pytest.raises(
+            TypeError,
+            match=r"^the arguments \(<unlocked _th.*>,\) cannot "
+            r"be sent to the Dask cluster \(cannot pickle '_thread\.lock' object\): "
+            r"a dask pool's jobs need arguments that pickle; nothing was accepted$",
+        ):
+            await d.dispatch(sleep_then, lock, priority=1)  # type: ignore[arg-type]
         # A lambda pickles with cloudpickle, so Dask takes it.
         assert await (await d.dispatch(lambda: 3, priority=1)).wait() == 3
     assert d.statistics().pools[1].submitted == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import sys
+import threading
 
 import pytest
 import trio
@@ -81,6 +82,24 @@ async def test_unpicklable_functions_are_rejected_at_dispatch() -> None:
         ):
             await d.dispatch(lambda: 1, priority=1)
         assert d.statistics().pools[1].submitted == 0
+
+
+async def test_arguments_that_cannot_be_sent_are_refused_before_acceptance() -> None:
+    lock = threading.Lock()
+    refused = (
+        r"^the arguments \(<unlocked _th.*>,\) cannot be sent "
+        r"to a worker process \(cannot pickle '_thread\.lock' object\): a process "
+        r"pool's jobs need arguments that pickle; nothing was accepted$"
+    )
+    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind="process")]) as d:
+        with pytest.raises(TypeError, match=refused):
+            await d.dispatch(jobs.square, lock)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=refused):
+            d.dispatch_nowait(jobs.square, lock)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=refused):
+            await d.dispatch_many(jobs.square, [(2,), (lock,)])  # type: ignore[arg-type]
+        assert d.statistics().pools[1].submitted == 0
+        assert await (await d.dispatch(jobs.square, 3)).wait() == 9
 
 
 def test_process_pool_without_the_extra_names_it(

@@ -598,6 +598,8 @@ class Dispatcher:
         pool, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
+        if pool.check_arguments is not None:
+            pool.check_arguments(args)
         config = pool.config
         job = Job._create(  # as _job(), inline on the hot path
             next(_job_ids),
@@ -672,6 +674,8 @@ class Dispatcher:
         pool, name, timeout, retry, _ = self._target(
             fn, priority, name, timeout, retry, None
         )
+        if pool.check_arguments is not None:
+            pool.check_arguments(args)
         # Refused here, before building a job only to throw it away.
         pool.refuse_if_full()
         config = pool.config
@@ -776,6 +780,9 @@ class Dispatcher:
         rounds = _argument_tuples(args)
         if accepted is not None and not isinstance(accepted, list):
             raise TypeError(f"accepted must be a list or None, got {accepted!r}")
+        if pool.check_arguments is not None:
+            for job_args in rounds:  # all of them before any is accepted
+                pool.check_arguments(job_args)
         jobs: list[Job[Any]] = []
         await trio.lowlevel.checkpoint_if_cancelled()
         yielded = False

@@ -168,10 +168,13 @@ class _Pool:
 
     kind: PoolKind = attrs.field(init=False)
     """How this pool's jobs run: the only part of a pool that knows its kind."""
+    check_arguments: Callable[[tuple[Any, ...]], None] | None = attrs.field(init=False)
+    """The kind's check of each job's arguments at dispatch, if it has one."""
 
     def __attrs_post_init__(self) -> None:
         config = self.config
         self.kind = kind_for(config, (self.owner, config.priority))
+        self.check_arguments = self.kind.check_arguments
         self.size = config.workers
         self._limiter = (
             None if config.limit is None else _Limiter(config.limit, config.workers)

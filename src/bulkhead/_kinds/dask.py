@@ -44,7 +44,12 @@ import trio
 
 from .._job import Job
 from .._policy import PoolConfig
-from .protocol import import_for_kind, refuse_async, run_abandonable
+from .protocol import (
+    import_for_kind,
+    refuse_async,
+    refuse_unsendable_arguments,
+    run_abandonable,
+)
 
 GONE_POLL = 0.05
 """Seconds between two asks whether an abandoned task still runs on a worker."""
@@ -95,6 +100,9 @@ class DaskKind:
                 "needs a function that pickles (cloudpickle handles lambdas and "
                 "local functions, not what they capture that cannot be pickled)"
             ) from None
+
+    def check_arguments(self, args: tuple[Any, ...]) -> None:
+        refuse_unsendable_arguments(args, "dask", "the Dask cluster")
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[None]:

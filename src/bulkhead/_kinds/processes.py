@@ -17,7 +17,12 @@ import attrs
 import trio
 
 from .._job import Job
-from .protocol import import_for_kind, refuse_async, refuse_unpicklable
+from .protocol import (
+    import_for_kind,
+    refuse_async,
+    refuse_unpicklable,
+    refuse_unsendable_arguments,
+)
 
 
 @attrs.define(eq=False)
@@ -39,6 +44,9 @@ class ProcessKind:
     def check(self, fn: object) -> None:
         refuse_async(fn, "process")
         refuse_unpicklable(fn, "process", "a worker process")
+
+    def check_arguments(self, args: tuple[Any, ...]) -> None:
+        refuse_unsendable_arguments(args, "process", "a worker process")
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[None]:

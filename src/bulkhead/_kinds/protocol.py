@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import pickle
+import reprlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -24,6 +26,14 @@ class PoolKind(Protocol):
         Called before anything is accepted, with a callable that is not a
         coroutine object. Raises ``TypeError`` with a message that says what
         to do.
+        """
+
+    @property
+    def check_arguments(self) -> Callable[[tuple[Any, ...]], None] | None:
+        """For a kind that sends each job's arguments to another process: a
+        function that rejects, at dispatch, arguments that cannot be sent
+        (``TypeError``), so nothing unsendable is accepted. ``None`` for a
+        kind whose jobs run in this process: it costs nothing per dispatch.
         """
 
     def open(self) -> AbstractAsyncContextManager[None] | None:
@@ -106,6 +116,40 @@ def refuse_async(fn: object, kind: str) -> None:
             f"{fn!r} is an async function, but this is a {kind} pool that calls "
             "sync functions: dispatch it to an async pool"
         )
+
+
+class _Discard:
+    """A file that forgets what is written: a pickling check that keeps
+    no copy of large arguments (protocol 5 writes big buffers as they are)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+@functools.cache
+def _picklers() -> tuple[type[pickle.Pickler], ...]:
+    # What trio-parallel and Dask send with: cloudpickle where installed
+    # (Dask needs it), else the standard library's pickle.
+    try:
+        cloudpickle = importlib.import_module("cloudpickle")
+    except ImportError:  # pragma: no cover  # the test suite installs Dask
+        return (pickle.Pickler,)
+    return (pickle.Pickler, cloudpickle.CloudPickler)
+
+
+def refuse_unsendable_arguments(args: tuple[Any, ...], kind: str, where: str) -> None:
+    """Reject job arguments that cannot be pickled to be sent to ``where``."""
+    for pickler in _picklers():
+        try:
+            pickler(_Discard(), protocol=5).dump(args)
+        except Exception as exc:
+            error = exc
+        else:
+            return
+    raise TypeError(
+        f"the arguments {reprlib.repr(args)} cannot be sent to {where} ({error}): "
+        f"a {kind} pool's jobs need arguments that pickle; nothing was accepted"
+    ) from None
 
 
 def refuse_unpicklable(fn: object, kind: str, where: str) -> None:

@@ -48,6 +48,8 @@ class AsyncKind:
     """Jobs run inside the worker task: cancelling the worker's scope
     interrupts them at their next checkpoint. Nothing to open."""
 
+    check_arguments = None  # the arguments stay in this process
+
     def check(self, fn: object) -> None:
         if not is_async_callable(fn):
             raise TypeError(

@@ -31,6 +31,8 @@ class ThreadKind:
     def __attrs_post_init__(self) -> None:
         self.limiter = trio.CapacityLimiter(self.workers)
 
+    check_arguments = None  # the arguments stay in this process
+
     def check(self, fn: object) -> None:
         refuse_async(fn, "thread")
 
