@@ -506,6 +506,13 @@ def test_non_loopback_host_without_token_refuses_to_start() -> None:
 # --------------------------------------------------------------- registry
 
 
+class Doubler:
+    """A job type that is an object with an async ``__call__``."""
+
+    async def __call__(self, x: int) -> int:
+        return 2 * x
+
+
 class Point(pydantic.BaseModel):
     """A module-level model: annotations are strings here, resolved by name."""
 
@@ -556,7 +563,13 @@ def test_registry_validates_arguments_and_signatures() -> None:
     with pytest.raises(TypeError, match=r"^a job type must be a function or an async"):
         registry.add(Point)
     with pytest.raises(ValueError, match=r"identifier \(pass name=\), got None$"):
-        registry.add(functools.partial(sync, 1))
+        registry.add(functools.partial(scale, factor=3.0))
+    # A partial and an object with an async __call__ are typed by what they wrap.
+    tripled = registry.add(functools.partial(scale, factor=3.0), name="tripled")
+    assert tripled.is_async
+    assert tripled.validate({"values": [1]}) == {"values": [1.0], "factor": 3.0}
+    assert registry.add(Doubler(), name="double").is_async
+    assert registry["double"].validate({"x": "2"}) == {"x": 2}
     with pytest.raises(TypeError, match=r"argument 'x' has no type annotation"):
         registry.add(untyped)
     with pytest.raises(TypeError, match=r"\*xs cannot come from JSON"):

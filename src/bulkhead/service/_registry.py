@@ -10,6 +10,7 @@ thread.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, final
@@ -17,7 +18,7 @@ from typing import Any, TypeVar, final
 import attrs
 import pydantic
 
-from bulkhead._policy import Priority
+from bulkhead._policy import Priority, is_async_callable
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -78,7 +79,7 @@ class JobType:
     @property
     def is_async(self) -> bool:
         """Whether :attr:`fn` is an async function (else it runs in a thread)."""
-        return inspect.iscoroutinefunction(self.fn)
+        return is_async_callable(self.fn)
 
     def validate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Return the keyword arguments for :attr:`fn` from JSON ``args``.
@@ -110,8 +111,13 @@ def _arguments_model(
     """The model JSON arguments are checked against, and the name of the
     parameter that takes the model whole (``None``: keyword arguments)."""
     fields: dict[str, Any] = {}
+    annotated: Any = fn  # where the annotations are written
+    while isinstance(annotated, functools.partial):
+        annotated = annotated.func
+    if not (inspect.isfunction(annotated) or inspect.ismethod(annotated)):
+        annotated = type(annotated).__call__  # an object with __call__
     try:
-        hints = inspect.get_annotations(fn, eval_str=True)
+        hints = inspect.get_annotations(annotated, eval_str=True)
     except NameError as exc:
         raise TypeError(
             f"job type {name!r}: cannot resolve annotation: {exc}"
