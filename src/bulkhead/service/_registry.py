@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar, final
 
@@ -88,7 +89,11 @@ class JobType:
           ArgumentsInvalid: naming each argument that does not fit.
         """
         try:
-            model = self.arguments.model_validate(args)
+            # As JSON, strictly, as the published JSON schema says: "3" and
+            # false are not integers, 3.0 is; a date string still parses.
+            model = self.arguments.model_validate_json(
+                json.dumps(_integral_numbers_as_ints(args)), strict=True
+            )
         except pydantic.ValidationError as exc:
             raise ArgumentsInvalid(
                 [
@@ -103,6 +108,18 @@ class JobType:
     def schema(self) -> dict[str, Any]:
         """The JSON schema of its arguments (for ``GET /job-types``)."""
         return self.arguments.model_json_schema()
+
+
+def _integral_numbers_as_ints(value: Any) -> Any:
+    """``value`` with every float that is a whole number as an int (JSON
+    Schema's ``integer`` takes ``3.0``; a float field takes an int)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral_numbers_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_numbers_as_ints(v) for v in value]
+    return value
 
 
 def _arguments_model(
