@@ -28,7 +28,13 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkhead.service import ConfigError, JobRegistry, ServiceConfig
+from bulkhead.service import (
+    ConfigError,
+    JobRegistry,
+    Service,
+    ServiceConfig,
+    create_app,
+)
 
 from ._service_server import ROOT, ServerProcess, server_args, serving
 
@@ -468,6 +474,22 @@ def test_config_reports_every_bad_value() -> None:
         "  --retry-attempts='0': expected an integer from 1 to 100",
         "  BULKHEAD_GRACE_PERIOD='soon': expected a number of seconds, e.g. 30 or 0.5",
         "  BULKHEAD_LOG_LEVEL='loud': expected DEBUG, INFO, WARNING or ERROR",
+    ]
+
+
+def test_the_schema_offers_only_the_configured_pools() -> None:
+    registry = JobRegistry()
+
+    @registry.job(priority=7)
+    async def seven(x: int) -> int:
+        return x
+
+    config = ServiceConfig.load({"pools": "7=1,9=2", "journal": ":memory:"}, {})
+    schema = create_app(Service(config, registry)).openapi()
+    submit = schema["components"]["schemas"]["JobSubmission_seven"]
+    assert submit["properties"]["priority"]["anyOf"] == [
+        {"type": "integer", "enum": [7, 9]},  # no pool has a name
+        {"type": "null"},
     ]
 
 

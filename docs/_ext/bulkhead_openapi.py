@@ -59,8 +59,7 @@ REGISTRY = "examples.service_jobs:registry"
 
 def openapi_schema() -> dict[str, Any]:
     """The schema of the app ``bulkhead serve`` would run for ``REGISTRY``."""
-    from bulkhead.service import Service, ServiceConfig
-    from bulkhead.service._app import create_app
+    from bulkhead.service import Service, ServiceConfig, create_app
     from bulkhead.service.cli import load_registry
 
     if str(ROOT) not in sys.path:

@@ -5,10 +5,13 @@ serve`` (or :func:`serve` inside a trio program) puts them behind an HTTP
 API: submit with ``POST /jobs``, read with ``GET /jobs/{id}``, cancel with
 ``DELETE /jobs/{id}``, probe ``/health`` and ``/ready``, watch ``/stats``,
 ``/workers`` and ``/metrics``. Every accepted job is in a SQLite journal
-before its 202 is sent; jobs a crash interrupted run again at the next
-start (at least once). SIGTERM or SIGINT drains within the grace period.
+before its 202 is sent; jobs a crash or a shutdown interrupted run again
+at the next start (at least once). SIGTERM or SIGINT drains within the grace
+period. :func:`create_app` gives the ASGI app of a :class:`Service`, to
+serve it some other way than :func:`serve`.
 """
 
+from ._app import create_app as create_app
 from ._config import ConfigError as ConfigError
 from ._config import PoolSpec as PoolSpec
 from ._config import ServiceConfig as ServiceConfig
@@ -26,5 +29,6 @@ __all__ = [
     "PoolSpec",
     "Service",
     "ServiceConfig",
+    "create_app",
     "serve",
 ]

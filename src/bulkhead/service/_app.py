@@ -154,7 +154,14 @@ class BodyLimit:
 
 
 def create_app(service: Service) -> FastAPI:
-    """The ASGI app serving ``service`` (see the module docstring)."""
+    """The ASGI app (FastAPI) that serves ``service`` over HTTP.
+
+    Serve it from the trio run in which ``service`` runs (``await
+    nursery.start(service.run)`` first), with an ASGI server that runs on
+    trio: :func:`serve` uses hypercorn's trio worker. Its endpoints are those
+    of the HTTP API reference; ``app.openapi()`` is their schema, with one
+    ``POST /jobs`` body per job type of ``service.registry``.
+    """
     app = FastAPI(
         title="bulkhead service",
         summary="Submit jobs to isolated trio worker pools, one per priority.",
@@ -280,7 +287,9 @@ def create_app(service: Service) -> FastAPI:
         A JSON object: ``uptime`` (seconds), ``draining``, ``accepted`` (jobs
         since start), ``refused`` (429 answers since start), ``resumed``
         (unfinished jobs the start found in the journal and ran again),
-        ``in_memory`` (accepted jobs whose end is not journaled yet),
+        ``interrupted`` (jobs this shutdown stopped; they run again on the
+        next start), ``in_memory`` (accepted jobs whose end is not journaled
+        yet),
         ``journal`` (its path), and ``pools`` (by pool name) and ``total``:
         objects with the fields of :class:`bulkhead.PoolStatistics`.
         """
@@ -332,7 +341,8 @@ def create_app(service: Service) -> FastAPI:
 
         Maps each job type's name to its ``priority`` (the pool it runs in
         unless a submission names another) and ``args``, the JSON schema of
-        its arguments, made from the job function's typed signature.
+        its arguments, made from the job function's typed signature (or the
+        pydantic model that is its only parameter).
         """
         return {
             job_type.name: {"priority": job_type.priority, "args": job_type.schema()}
@@ -491,12 +501,9 @@ def _narrow_submissions(schema: dict[str, Any], service: Service) -> None:
     base = components["JobSubmission"]
     pools = sorted(service.priorities)
     names = [pool_name(p) for p in pools if pool_name(p) != str(p)]
+    choices: list[dict[str, Any]] = [{"type": "string", "enum": names}] if names else []
     priority = {
-        "anyOf": [
-            {"type": "string", "enum": names},
-            {"type": "integer", "enum": pools},
-            {"type": "null"},
-        ],
+        "anyOf": [*choices, {"type": "integer", "enum": pools}, {"type": "null"}],
         "default": None,
         "description": base["properties"]["priority"].get("description", ""),
     }
