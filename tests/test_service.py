@@ -833,6 +833,37 @@ async def test_sigkill_then_restart_resumes_every_accepted_job(
     print(f"\ncrash: {len(ids)} accepted before SIGKILL, {resumed} resumed")
 
 
+def test_a_job_whose_type_is_gone_fails_at_restart_saying_why(tmp_path: Path) -> None:
+    # A journal written by a version of the registry that had a job type (or
+    # a pool) this one has not: those jobs can never run, so they end failed,
+    # with the reason, instead of waiting in the journal forever.
+    with serving(tmp_path, *server_args(POOLS)):
+        pass  # creates the journal
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        db.executemany(
+            "INSERT INTO jobs (type, priority, args, state, accepted_at)"
+            " VALUES (?, ?, ?, 'accepted', 1.0)",
+            [("renamed", 3, "{}"), ("add", 9, '{"x": 1}'), ("add", 3, '{"x": 1}')],
+        )
+        db.commit()
+    with (
+        serving(tmp_path, *server_args(POOLS)) as server,
+        httpx.Client(base_url=server.url, timeout=10) as c,
+    ):
+        assert c.get("/stats").json()["resumed"] == 3
+        views = [wait_for(c, id, "succeeded", "failed") for id in (1, 2, 3)]
+    assert [(v["state"], v["error"]) for v in views] == [
+        (
+            "failed",
+            "not resumed: unknown job type 'renamed'; registered: add, digest, "
+            "fail, sleep, thumbnail",
+        ),
+        ("failed", "not resumed: pool 9 is not configured"),
+        ("succeeded", None),
+    ]
+    assert [v["resumed"] for v in views] == [1, 1, 1]
+
+
 def test_finished_jobs_are_pruned_to_keep_results(tmp_path: Path) -> None:
     server = ServerProcess(
         tmp_path / "server.log",

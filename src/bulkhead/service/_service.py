@@ -289,9 +289,10 @@ class Service:
                     raise ValueError(f"pool {row['priority']} is not configured")
             except (KeyError, ValueError) as exc:
                 # Registered once, gone now: it can never run; say why.
+                reason = exc.args[0] if isinstance(exc, KeyError) else exc
                 now = time.time()
                 self._live[entry.id] = entry
-                self._end(entry, "failed", None, now, None, f"not resumed: {exc}")
+                self._end(entry, "failed", None, now, None, f"not resumed: {reason}")
                 continue
             self._live[entry.id] = entry
             try:
