@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -475,6 +475,67 @@ def test_config_reports_every_bad_value() -> None:
         "  BULKHEAD_GRACE_PERIOD='soon': expected a number of seconds, e.g. 30 or 0.5",
         "  BULKHEAD_LOG_LEVEL='loud': expected DEBUG, INFO, WARNING or ERROR",
     ]
+
+
+async def _spin_until(condition: Callable[[], bool], step: float = 0) -> None:
+    # Spin on checkpoints rather than block, so the autojump clock cannot
+    # jump while a thread takes a real moment (as in test_threads.py); with
+    # a step, let that much virtual time pass between two looks.
+    give_up = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < give_up
+        if step:
+            await trio.sleep(step)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+async def test_a_sync_jobs_retry_waits_for_its_timed_out_thread(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    registry = JobRegistry()
+    entered = [threading.Event(), threading.Event()]
+    release = [threading.Event(), threading.Event()]
+    events: list[str] = []
+
+    @registry.job(priority="normal")
+    def blocking(n: int) -> int:
+        attempt = events.count("called")
+        events.append("called")
+        entered[attempt].set()
+        release[attempt].wait(timeout=10)
+        events.append("returned")
+        return n
+
+    config = ServiceConfig.load(
+        {"pools": "normal=2", "journal": ":memory:", "job_timeout": "1"},
+        {"BULKHEAD_RETRY_ATTEMPTS": "2"},
+    )
+    service = Service(config, registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        id, _ = await service.submit("blocking", None, {"n": 7}, None)
+        await _spin_until(entered[0].is_set)
+        await trio.sleep(5)  # virtual: the first attempt timed out at 1 s
+        # Its thread still runs, so the retry waits: never two at once.
+        await trio.testing.wait_all_tasks_blocked()
+        assert events == ["called"]
+        normal = service.statistics()["pools"]["normal"]
+        assert (normal["timed_out"], normal["retried"], normal["busy"]) == (1, 1, 1)
+        release[0].set()
+        # Virtual time passes as the first thread returns, the retry's backoff
+        # ends and the second attempt's thread starts (and times out at 1 s).
+        await _spin_until(entered[1].is_set, step=0.5)
+        await trio.sleep(5)
+        view = await service.job(id)
+        assert (view["state"], view["attempts"]) == ("failed", 2)
+        assert events == ["called", "returned", "called"]
+        # The job has ended, but its pool keeps the slot until the thread returns.
+        assert service.statistics()["pools"]["normal"]["abandoned"] == 1
+        release[1].set()
+        await _spin_until(lambda: events.count("returned") == 2)
+        service.stop()
+    assert service.statistics()["total"]["abandoned"] == 0
 
 
 def test_the_schema_offers_only_the_configured_pools() -> None:

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, final
 
 import attrs
@@ -40,6 +40,7 @@ from bulkhead._dispatcher import Dispatcher, open_dispatcher
 from bulkhead._errors import DispatcherClosed, JobCancelled
 from bulkhead._hooks import Hooks
 from bulkhead._job import Job, JobState
+from bulkhead._kinds.protocol import run_abandonable
 from bulkhead._policy import PoolConfig, Priority, Retry
 from bulkhead.metrics import PrometheusMetrics
 
@@ -182,7 +183,7 @@ class Service:
         next start, unless the journal is ``:memory:``)."""
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, _Entry] = {}
-        # A cancelled sync job's thread runs on: bound them per pool.
+        # Sync jobs' threads, per pool: never more than its workers.
         self._threads = {
             p.priority: trio.CapacityLimiter(p.workers) for p in config.pools
         }
@@ -388,12 +389,7 @@ class Service:
         assert self._dispatcher is not None
         call = functools.partial(job_type.fn, **kwargs)
         if not job_type.is_async:
-            call = functools.partial(
-                trio.to_thread.run_sync,
-                call,
-                abandon_on_cancel=True,
-                limiter=self._threads[entry.priority],
-            )
+            call = functools.partial(self._in_thread, entry, call)
         job = await self._dispatcher.dispatch(
             call,
             priority=entry.priority,
@@ -403,6 +399,19 @@ class Service:
         entry.job = job
         if entry.cancel_requested:
             job.cancel()
+
+    async def _in_thread(self, entry: _Entry, call: Callable[[], Any]) -> Any:
+        """Run a sync job's ``call`` as a thread pool runs its jobs.
+
+        A cancelled or timed-out attempt is abandoned: the job ends at once,
+        and the pool keeps the worker's slot until the thread returns, so a
+        retry never overlaps it, the pool never has more threads than
+        workers, and the drain waits for it within the grace period.
+        """
+        job = entry.job
+        assert job is not None  # set by _started, before any attempt
+        name = f"bulkhead job {entry.type}#{entry.id}"
+        return await run_abandonable(job, call, self._threads[entry.priority], name)
 
     def _withdraw(self, entry: _Entry) -> None:
         del self._live[entry.id]
@@ -415,6 +424,7 @@ class Service:
 
     def _started(self, job: Job[Any]) -> None:
         entry = self._entry(job)
+        entry.job = job  # dispatch() may not have returned it yet
         entry.state = "running"
         entry.started_at = time.time()
 
