@@ -96,7 +96,7 @@ def test_submit_then_read_the_result(client: httpx.Client) -> None:
 
 
 def test_priority_by_name_and_number(client: httpx.Client) -> None:
-    for priority, number in (("urgent", 4), ("LOW", 1), (2, 2)):
+    for priority, number in (("urgent", 4), ("LOW", 1), (2, 2), (3.0, 3)):
         response = client.post(
             "/jobs", json={"type": "add", "priority": priority, "args": {"x": 1}}
         )
@@ -545,13 +545,21 @@ def test_the_schema_offers_only_the_configured_pools() -> None:
     async def seven(x: int) -> int:
         return x
 
+    @registry.job(priority=9)
+    async def complain(problem: Problem) -> None:
+        pass
+
     config = ServiceConfig.load({"pools": "7=1,9=2", "journal": ":memory:"}, {})
     schema = create_app(Service(config, registry)).openapi()
-    submit = schema["components"]["schemas"]["JobSubmission_seven"]
+    components = schema["components"]["schemas"]
+    submit = components["JobSubmission_seven"]
     assert submit["properties"]["priority"]["anyOf"] == [
         {"type": "integer", "enum": [7, 9]},  # no pool has a name
         {"type": "null"},
     ]
+    # A job's model named like one of the service's own schemas replaces nothing.
+    assert components["Problem"]["required"] == ["error"]
+    assert components["args.Problem"]["required"] == ["complaint"]
 
 
 def test_config_flags_win_over_env_and_pools_parse() -> None:
@@ -587,6 +595,12 @@ def test_non_loopback_host_without_token_refuses_to_start() -> None:
 
 
 # --------------------------------------------------------------- registry
+
+
+class Problem(pydantic.BaseModel):
+    """A job's model that shares its name with the service's error schema."""
+
+    complaint: str
 
 
 class Doubler:
@@ -655,9 +669,34 @@ def test_registry_validates_arguments_and_signatures() -> None:
     # A partial and an object with an async __call__ are typed by what they wrap.
     tripled = registry.add(functools.partial(scale, factor=3.0), name="tripled")
     assert tripled.is_async
-    assert tripled.validate({"values": [1]}) == {"values": [1.0], "factor": 3.0}
+    assert tripled.validate({"values": [1]}) == {"values": [1.0]}
+    # What a partial fixes is not the client's to change.
+    assert "factor" not in tripled.schema()["properties"]
+    with pytest.raises(ValueError, match=r"^args\.factor: Extra inputs"):
+        tripled.validate({"values": [1], "factor": 9})
     assert registry.add(Doubler(), name="double").is_async
     assert registry["double"].validate({"x": 2}) == {"x": 2}
+    assert registry.add(functools.partial(Doubler()), name="double2").is_async
+    cached = registry.add(functools.lru_cache(sync), name="cached")
+    assert (cached.is_async, cached.validate({"x": 1})) == (False, {"x": 1})
+
+    @functools.wraps(scale)
+    def wraps_async(*args: Any, **kwargs: Any) -> Any:
+        return scale(*args, **kwargs)
+
+    async def by_position(point: Point, /) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"is a sync function wrapping an async one"):
+        registry.add(wraps_async)
+    with pytest.raises(TypeError, match=r"argument 'point' is positional-only"):
+        registry.add(by_position)
+    # Nested past any sensible depth: refused, not a RecursionError.
+    deep: Any = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match=r"^args: nested too deeply$"):
+        registry["sync"].validate({"x": deep})
     with pytest.raises(TypeError, match=r"argument 'x' has no type annotation"):
         registry.add(untyped)
     with pytest.raises(TypeError, match=r"\*xs cannot come from JSON"):

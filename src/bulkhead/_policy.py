@@ -7,6 +7,7 @@ dispatcher never re-checks it per job.
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import math
 import random
@@ -77,6 +78,8 @@ def check_seconds(value: object, what: str, *, optional: bool = True) -> float |
 
 def is_async_callable(fn: object) -> bool:
     """Whether calling ``fn`` makes a coroutine (async def, partial, async __call__)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with async __call__
     )

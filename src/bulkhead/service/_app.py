@@ -35,6 +35,8 @@ log = logging.getLogger("bulkhead.service.http")
 def _priority(value: object) -> object:
     if value is None or (isinstance(value, (int, str)) and not isinstance(value, bool)):
         return value
+    if isinstance(value, float) and value.is_integer():  # JSON Schema's integer
+        return int(value)
     raise ValueError("give low, normal, high, urgent or a pool number")
 
 
@@ -437,6 +439,12 @@ def create_app(service: Service) -> FastAPI:
             404: {"model": Problem, "description": "Never accepted, or expired"},
             409: {"model": Problem, "description": "The job has already finished"},
             422: bad_id,
+            503: {
+                "model": Problem,
+                "description": "Stopped by the shutdown: it runs again at the next "
+                "start",
+                "headers": retry_after,
+            },
         },
     )
     async def cancel_job(id: JobId) -> dict[str, Any]:
@@ -508,11 +516,13 @@ def _narrow_submissions(schema: dict[str, Any], service: Service) -> None:
         "description": base["properties"]["priority"].get("description", ""),
     }
     job_types = list(service.registry)
+    # Under a prefix of their own, so that a job's model called, say,
+    # Problem cannot replace the service's own schema of that name.
     refs, defs = models_json_schema(
         [(t.arguments, "validation") for t in job_types],
-        ref_template="#/components/schemas/{model}",
+        ref_template="#/components/schemas/args.{model}",
     )
-    components.update(defs.get("$defs", {}))
+    components.update({f"args.{k}": v for k, v in defs.get("$defs", {}).items()})
     mapping = {}
     for job_type in job_types:
         arguments = job_type.arguments.model_json_schema()

@@ -94,6 +94,8 @@ class JobType:
             model = self.arguments.model_validate_json(
                 json.dumps(_integral_numbers_as_ints(args)), strict=True
             )
+        except RecursionError:
+            raise ArgumentsInvalid([("args", "nested too deeply")]) from None
         except pydantic.ValidationError as exc:
             raise ArgumentsInvalid(
                 [
@@ -128,9 +130,12 @@ def _arguments_model(
     """The model JSON arguments are checked against, and the name of the
     parameter that takes the model whole (``None``: keyword arguments)."""
     fields: dict[str, Any] = {}
+    bound: set[str] = set()  # what a partial fixes is not the client's to set
     annotated: Any = fn  # where the annotations are written
     while isinstance(annotated, functools.partial):
+        bound |= annotated.keywords.keys()
         annotated = annotated.func
+    annotated = inspect.unwrap(annotated)  # functools.wraps, lru_cache...
     if not (inspect.isfunction(annotated) or inspect.ismethod(annotated)):
         annotated = type(annotated).__call__  # an object with __call__
     try:
@@ -139,11 +144,9 @@ def _arguments_model(
         raise TypeError(
             f"job type {name!r}: cannot resolve annotation: {exc}"
         ) from None
-    parameters = list(inspect.signature(fn).parameters.values())
-    if len(parameters) == 1:
-        only = hints.get(parameters[0].name)
-        if isinstance(only, type) and issubclass(only, pydantic.BaseModel):
-            return only, parameters[0].name
+    parameters = [
+        p for p in inspect.signature(fn).parameters.values() if p.name not in bound
+    ]
     for param in parameters:
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(
@@ -155,6 +158,11 @@ def _arguments_model(
                 f"job type {name!r}: argument {param.name!r} is positional-only; "
                 "JSON arguments are passed by name"
             )
+    if len(parameters) == 1:
+        only = hints.get(parameters[0].name)
+        if isinstance(only, type) and issubclass(only, pydantic.BaseModel):
+            return only, parameters[0].name
+    for param in parameters:
         if param.name not in hints:
             raise TypeError(
                 f"job type {name!r}: argument {param.name!r} has no type "
@@ -234,6 +242,14 @@ class JobRegistry:
         ):
             raise TypeError(
                 f"a job type must be a function or an async function, got {fn!r}"
+            )
+        if not is_async_callable(fn) and inspect.iscoroutinefunction(
+            inspect.unwrap(fn)
+        ):
+            raise TypeError(
+                f"{fn!r} is a sync function wrapping an async one: its calls "
+                "would return coroutines; register the async function, or make "
+                "the wrapper async"
             )
         name = getattr(fn, "__name__", None) if name is None else name
         if not isinstance(name, str) or not name.isidentifier():

@@ -299,8 +299,11 @@ class Service:
             try:
                 await self._dispatch(entry, job_type, kwargs, max_wait=math.inf)
             except DispatcherClosed:
-                del self._live[entry.id]
-                return  # draining: left in the journal for the next start
+                if entry.cancel_requested:  # DELETE answered 202: honour it
+                    self._end(entry, "cancelled", None, time.time(), None, "cancelled")
+                else:  # left in the journal for the next start
+                    del self._live[entry.id]
+                return
 
     # ----------------------------------------------------------- submission
 
@@ -569,6 +572,13 @@ class Service:
         entry = self._live.get(id)
         if entry is None or entry.state in TERMINAL:
             view = await self.job(id)
+            if view["state"] not in TERMINAL:  # interrupted by this shutdown
+                raise Rejected(
+                    503,
+                    f"job {id} was stopped by the shutdown and runs again at the "
+                    "next start; cancel it then",
+                    retry_after=5,
+                )
             raise Rejected(409, f"job {id} has already finished: {view['state']}")
         entry.cancel_requested = True
         if entry.job is not None:
