@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -53,3 +55,27 @@ def all_tasks() -> list[trio.lowlevel.Task]:
 def live_bulkhead_tasks() -> list[str]:
     """Names of the dispatcher tasks alive in this trio run."""
     return [task.name for task in all_tasks() if task.name.startswith("bulkhead")]
+
+
+async def spin_until(
+    condition: Callable[[], bool],
+    failure: str,
+    *,
+    step: float = 0,
+    guard: float = 10.0,
+) -> None:
+    """Wait until ``condition()`` holds, which a thread will make true.
+
+    Spins on checkpoints instead of blocking: while this task stays runnable
+    the autojump clock cannot jump, so no job timeout fires early because a
+    thread took a real moment. With a ``step``, that much virtual time passes
+    between two looks instead. Fails with ``failure`` after ``guard`` real
+    seconds.
+    """
+    give_up = time.monotonic() + guard
+    while not condition():
+        assert time.monotonic() < give_up, failure
+        if step:
+            await trio.sleep(step)
+        else:
+            await trio.lowlevel.checkpoint()

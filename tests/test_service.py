@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from bulkhead.service import (
     create_app,
 )
 
+from ._jobs import spin_until
 from ._service_server import ROOT, ServerProcess, server_args, serving
 
 DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
@@ -477,19 +478,6 @@ def test_config_reports_every_bad_value() -> None:
     ]
 
 
-async def _spin_until(condition: Callable[[], bool], step: float = 0) -> None:
-    # Spin on checkpoints rather than block, so the autojump clock cannot
-    # jump while a thread takes a real moment (as in test_threads.py); with
-    # a step, let that much virtual time pass between two looks.
-    give_up = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < give_up
-        if step:
-            await trio.sleep(step)
-        else:
-            await trio.lowlevel.checkpoint()
-
-
 async def test_a_sync_jobs_retry_waits_for_its_timed_out_thread(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -515,7 +503,7 @@ async def test_a_sync_jobs_retry_waits_for_its_timed_out_thread(
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
         id, _ = await service.submit("blocking", None, {"n": 7}, None)
-        await _spin_until(entered[0].is_set)
+        await spin_until(entered[0].is_set, "the first attempt never started")
         await trio.sleep(5)  # virtual: the first attempt timed out at 1 s
         # Its thread still runs, so the retry waits: never two at once.
         await trio.testing.wait_all_tasks_blocked()
@@ -525,7 +513,7 @@ async def test_a_sync_jobs_retry_waits_for_its_timed_out_thread(
         release[0].set()
         # Virtual time passes as the first thread returns, the retry's backoff
         # ends and the second attempt's thread starts (and times out at 1 s).
-        await _spin_until(entered[1].is_set, step=0.5)
+        await spin_until(entered[1].is_set, "no second attempt", step=0.5)
         await trio.sleep(5)
         view = await service.job(id)
         assert (view["state"], view["attempts"]) == ("failed", 2)
@@ -533,7 +521,9 @@ async def test_a_sync_jobs_retry_waits_for_its_timed_out_thread(
         # The job has ended, but its pool keeps the slot until the thread returns.
         assert service.statistics()["pools"]["normal"]["abandoned"] == 1
         release[1].set()
-        await _spin_until(lambda: events.count("returned") == 2)
+        await spin_until(
+            lambda: events.count("returned") == 2, "the second thread never returned"
+        )
         service.stop()
     assert service.statistics()["total"]["abandoned"] == 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,8 @@ from trio.testing import wait_all_tasks_blocked
 
 import bulkhead
 from bulkhead import JobCancelled, JobState, PoolConfig
+
+from ._jobs import spin_until
 
 HANG_GUARD = 10.0
 """Real seconds after which a test that should not block at all fails."""
@@ -73,7 +74,9 @@ class Probe:
     async def entered(self, name: str) -> None:
         """Wait until the thread running ``job(name)`` is inside it."""
         self._prepare(name)
-        await _wait_for_flag(self._entered[name], f"{name} never started")
+        await spin_until(
+            self._entered[name].is_set, f"{name} never started", guard=HANG_GUARD
+        )
 
     def release(self, name: str) -> None:
         self._prepare(name)
@@ -82,7 +85,9 @@ class Probe:
     async def returned(self, name: str) -> None:
         """Wait until the thread running ``job(name)`` has left it."""
         self._prepare(name)
-        await _wait_for_flag(self._returned[name], f"{name} never returned")
+        await spin_until(
+            self._returned[name].is_set, f"{name} never returned", guard=HANG_GUARD
+        )
 
     def snapshot(self) -> tuple[int, int, list[str]]:
         with self._lock:
@@ -93,16 +98,6 @@ class Probe:
             gates = list(self._gates.values())
         for gate in gates:
             gate.set()
-
-
-async def _wait_for_flag(flag: threading.Event, failure: str) -> None:
-    # Spin on checkpoints instead of blocking: while this task stays runnable
-    # the autojump clock cannot jump, so no job timeout fires early just
-    # because a thread took a moment to start.
-    give_up = time.monotonic() + HANG_GUARD
-    while not flag.is_set():
-        assert time.monotonic() < give_up, failure
-        await trio.lowlevel.checkpoint()
 
 
 @pytest.fixture
