@@ -507,6 +507,7 @@ class Dispatcher:
         timeout: float | None = None,  # noqa: ASYNC109
         retry: Retry | None = None,
         max_wait: float | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     @overload
@@ -520,6 +521,7 @@ class Dispatcher:
         timeout: float | None = None,  # noqa: ASYNC109
         retry: Retry | None = None,
         max_wait: float | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     @trio.lowlevel.enable_ki_protection
@@ -533,6 +535,7 @@ class Dispatcher:
         timeout: float | None = None,  # noqa: ASYNC109 - the job's budget, not ours
         retry: Retry | None = None,
         max_wait: float | None = None,
+        tag: Any = None,
     ) -> Job[Any]:
         """Hand ``fn(*args)`` to a worker of pool ``priority``; return its :class:`Job`.
 
@@ -561,6 +564,9 @@ class Dispatcher:
           max_wait: seconds to wait for room before giving up with
             :exc:`PoolFull` (default: the pool's, else for ever; ``math.inf``
             for ever). ``0`` refuses at once, as :meth:`dispatch_nowait` does.
+          tag: any object of yours, kept on the handle as :attr:`Job.tag`, so
+            that hooks and your code can find your own record for the job
+            without encoding ids in its ``name`` (default ``None``).
 
         Returns:
           The :class:`Job` handle; after a rendezvous it is already ``RUNNING``.
@@ -591,6 +597,7 @@ class Dispatcher:
             timeout,
             retry,
             pool,
+            tag,
         )
         await trio.lowlevel.checkpoint_if_cancelled()
         if pool.try_accept(job):
@@ -612,6 +619,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     @overload
@@ -624,6 +632,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     def dispatch_nowait(
@@ -635,6 +644,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
+        tag: Any = None,
     ) -> Job[Any]:
         """Like :meth:`dispatch`, but raises :exc:`trio.WouldBlock` instead of blocking.
 
@@ -669,6 +679,7 @@ class Dispatcher:
             timeout,
             retry,
             pool,
+            tag,
         )
         accepted = pool.try_accept(job)
         assert accepted  # refuse_if_full() found room, and nothing ran since
@@ -687,6 +698,7 @@ class Dispatcher:
         retry: Retry | None = None,
         max_wait: float | None = None,
         accepted: list[Job[_R]] | None = None,
+        tag: Any = None,
     ) -> list[Job[_R]]: ...
 
     @overload
@@ -702,6 +714,7 @@ class Dispatcher:
         retry: Retry | None = None,
         max_wait: float | None = None,
         accepted: list[Job[_R]] | None = None,
+        tag: Any = None,
     ) -> list[Job[_R]]: ...
 
     @trio.lowlevel.enable_ki_protection
@@ -717,6 +730,7 @@ class Dispatcher:
         retry: Retry | None = None,
         max_wait: float | None = None,
         accepted: list[Any] | None = None,
+        tag: Any = None,
     ) -> list[Job[Any]]:
         """Dispatch ``fn(*a)`` for each tuple ``a`` in ``args``: a whole round in
         one call. Returns the handles in the order of ``args``.
@@ -744,6 +758,7 @@ class Dispatcher:
             accepted.
           priority, name, timeout, retry, max_wait: as for :meth:`dispatch`,
             for every job.
+          tag: as for :meth:`dispatch`: one object, on every job's handle.
           accepted: a list to append each accepted job to.
 
         Raises:
@@ -778,6 +793,7 @@ class Dispatcher:
                 timeout,
                 retry,
                 pool,
+                tag,
             )
             if not pool.try_accept(job):
                 if max_wait == 0 and not yielded:
