@@ -440,9 +440,12 @@ class Dispatcher:
         timeout: float | None,
         retry: Retry | None,
         max_wait: float | None,
-    ) -> tuple[_Pool, str, float | None, Retry | None, float | None]:
+    ) -> tuple[
+        _Pool, Callable[..., Any], str, float | None, Retry | None, float | None
+    ]:
         """Validate what a dispatch asks for; returns the pool and the job's
-        name, timeout, retry and max_wait. Nothing is accepted yet."""
+        function (as the kind wraps it), name, timeout, retry and max_wait.
+        Nothing is accepted yet."""
         if self._state == "new":
             raise RuntimeError(
                 "this Dispatcher is not running yet: use `async with "
@@ -462,6 +465,9 @@ class Dispatcher:
         checked = pool.checked_fn
         if checked is None or checked() is not fn:
             pool.check_function(fn)
+        wrap = pool.checked_wrap
+        if wrap is not None:  # a sync function for an async pool, say
+            fn = wrap(fn)
         if name is None:
             name = pool.checked_name
         elif not isinstance(name, str):
@@ -478,7 +484,7 @@ class Dispatcher:
             max_wait = config.max_wait
         elif check_seconds(max_wait, "max_wait") == math.inf:
             max_wait = None
-        return pool, name, timeout, retry, max_wait
+        return pool, fn, name, timeout, retry, max_wait
 
     @staticmethod
     async def _wait_to_place(
@@ -553,7 +559,8 @@ class Dispatcher:
            dispatch into another pool.
 
         Args:
-          fn: an async function for an ``"async"`` pool, a sync one for a
+          fn: an async function for an ``"async"`` pool (a sync one runs
+            there in a worker thread, as in a thread pool), a sync one for a
             ``"thread"``, ``"process"`` or ``"dask"`` pool.
           *args: positional arguments for ``fn``.
           priority: the pool; defaults to the dispatcher's ``default_priority``,
@@ -579,7 +586,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, name, timeout, retry, max_wait = self._target(
+        pool, call, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
         if pool.check_arguments is not None:
@@ -590,7 +597,7 @@ class Dispatcher:
         job = Job._create(
             next(_job_ids),
             config.priority,
-            fn,
+            call,
             args,
             contextvars.copy_context() if config.copy_context else None,
             name,
@@ -661,7 +668,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, name, timeout, retry, _ = self._target(
+        pool, call, name, timeout, retry, _ = self._target(
             fn, priority, name, timeout, retry, None
         )
         if pool.check_arguments is not None:
@@ -672,7 +679,7 @@ class Dispatcher:
         job = Job._create(  # as in dispatch()
             next(_job_ids),
             config.priority,
-            fn,
+            call,
             args,
             contextvars.copy_context() if config.copy_context else None,
             name,
@@ -769,7 +776,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, name, timeout, retry, max_wait = self._target(
+        pool, call, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
         rounds = _argument_tuples(args)
@@ -786,7 +793,7 @@ class Dispatcher:
             job = Job._create(  # as in dispatch(), the pool's settings read once
                 next(_job_ids),
                 priority,
-                fn,
+                call,
                 job_args,
                 contextvars.copy_context() if copy_context else None,
                 name,
