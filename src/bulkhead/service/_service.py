@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, final
 
 import attrs
@@ -48,7 +48,6 @@ from bulkhead import (
     Retry,
     open_dispatcher,
 )
-from bulkhead._kinds.protocol import run_abandonable
 from bulkhead.metrics import PrometheusMetrics
 
 from ._config import ServiceConfig
@@ -64,6 +63,7 @@ from ._feeder import Feeder, Running
 from ._journal import (
     TERMINAL,
     Accepted,
+    Claimed,
     Finish,
     JobFilter,
     JobRecord,
@@ -229,10 +229,6 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, Running] = {}
         self._drain_rate = _DrainRate()
-        # Sync jobs' threads, per pool: never more than its workers.
-        self._threads = {
-            p.priority: trio.CapacityLimiter(p.workers) for p in config.pools
-        }
         self._opened = False
         self._stop = trio.Event()
         self.stopped = trio.Event()
@@ -514,35 +510,24 @@ class Service:
             reason = exc.args[0] if isinstance(exc, KeyError) else exc
             self._end(running, "failed", None, None, f"cannot run: {reason}")
             return
-        call: Callable[[], Any] = functools.partial(job_type.fn, **kwargs)
-        if not job_type.is_async:
-            call = functools.partial(self._in_thread, running, call)
+        # A sync job type runs in a worker thread of its pool, abandoned on
+        # cancel or timeout and holding its worker until it returns.
         running.job = await self._dispatcher.dispatch(
-            call, priority=claimed.priority, name=f"{claimed.type}#{claimed.id}"
+            functools.partial(job_type.fn, **kwargs),
+            priority=claimed.priority,
+            name=claimed.type,
+            tag=running,
         )
         if running.cancel_requested:
             running.job.cancel()
 
-    async def _in_thread(self, running: Running, call: Callable[[], Any]) -> Any:
-        """Run a sync job's ``call`` as a thread pool runs its jobs: a
-        cancelled or timed-out attempt is abandoned and keeps the pool's
-        thread slot until it returns, so a retry never overlaps it."""
-        job = running.job
-        assert job is not None  # set by _started, before any attempt
-        name = f"bulkhead job {running.claimed.type}#{running.claimed.id}"
-        limiter = self._threads[running.claimed.priority]
-        return await run_abandonable(job, call, limiter, name)
-
-    def _running(self, job: Job[Any]) -> Running:
-        return self._live[int(job.name.rpartition("#")[2])]
-
     def _started(self, job: Job[Any]) -> None:
-        running = self._running(job)
+        running: Running = job.tag
         running.job = job  # dispatch() may not have returned it yet
         running.started_at = time.time()
 
     def _retried(self, job: Job[Any], error: Exception, delay: float) -> None:
-        claimed = self._running(job).claimed
+        claimed: Claimed = job.tag.claimed
         log.warning(
             "job %s attempt %d failed; retrying",
             claimed.id,
@@ -559,7 +544,7 @@ class Service:
         )
 
     def _finished(self, job: Job[Any], duration: float | None) -> None:
-        running = self._running(job)
+        running: Running = job.tag
         if job.state is JobState.CANCELLED and not running.cancel_requested:
             self._interrupted(running)
             return
