@@ -70,3 +70,36 @@ def test_every_flag_the_service_pages_name_exists() -> None:
     for name in SERVICE_PAGES:
         named = set(FLAG.findall((DOCS / name).read_text()))
         assert named <= known, f"{name} names {sorted(named - known)}"
+
+
+GO_VARIABLES = [
+    "SERVER_PORT",
+    "SERVER_HOST",
+    "WORKER_NUM_WORKERS",
+    "WORKER_MAX_CONCURRENCY",
+    "WORKER_JOB_TIMEOUT",
+    "WORKER_RETRY_ATTEMPTS",
+    "LOG_LEVEL",
+]
+GO_STATS = [
+    "jobs_submitted",
+    "jobs_completed",
+    "jobs_failed",
+    "workers_active",
+    "queue_size",
+    "uptime",
+]
+
+
+def test_coming_from_go_maps_each_go_variable_and_stats_field() -> None:
+    text = (DOCS / "coming-from-go.rst").read_text()
+    for name in [*GO_VARIABLES, *GO_STATS]:
+        assert f"``{name}``" in text, name
+    for endpoint in [
+        "POST /jobs?type=T&priority=P",
+        "GET /stats",
+        "GET /workers",
+        "GET /health",
+    ]:
+        assert f"``{endpoint}``" in text, endpoint
+    assert "\n   coming-from-go\n" in (DOCS / "index.rst").read_text()
