@@ -344,3 +344,104 @@ def test_a_busy_port_is_one_line_exit_2_and_the_journal_untouched_issue_17(
     assert status == 2, lines
     one_line_naming(lines, f"127.0.0.1:{port}", "in use")
     assert snapshot(journal) == before
+
+
+# ------------------------------------------- 2. disk full (tmpfs, root)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until the file system is full."""
+    filler = directory / "filler"
+    chunk = b"\0" * 4096
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == 28, exc  # ENOSPC
+    return filler
+
+
+def test_a_full_disk_refuses_submissions_and_loses_no_end_issue_17(
+    tmp_path: Path,
+) -> None:
+    with tmpfs(tmp_path / "fs", "8m") as fs:
+        server = ServerProcess(
+            tmp_path / "server.log",
+            str(fs / "journal.sqlite3"),
+            *server_args(POOLS),
+            registry=FAULTS,
+        )
+        with running(server) as c:
+            tags: dict[int, str] = {}  # 202'd id -> its tag
+
+            def submit(tag: str, seconds: float) -> httpx.Response:
+                body = {"type": "sleep", "args": {"seconds": seconds, "tag": tag}}
+                response = c.post("/jobs", json=body)
+                if response.status_code == 202:
+                    tags[response.json()["id"]] = tag
+                else:
+                    assert response.status_code == 503, response.text
+                    assert "database or disk is full" in response.text
+                return response
+
+            # Jobs running when the disk fills, to finish during the outage;
+            # their results are larger than any submission that fails below,
+            # so their ends cannot fit in what the failed writes left.
+            for i in range(4):
+                assert submit(f"early-{i}-" + "e" * 50_000, 1.0).status_code == 202
+            poll(
+                lambda: len(c.get("/workers").json()["pools"]["low"]["running"]) == 4,
+                "the early jobs run",
+            )
+            filler = fill(fs)
+            # The WAL reuses its pages for a while: submit until it must grow.
+            n = iter(range(1_000_000))
+            poll(
+                lambda: submit(f"late-{next(n)}-" + "l" * 20_000, 0).status_code == 503,
+                "a submission refused with 503 once the disk is full",
+            )
+            assert c.get("/ready").status_code == 503
+            assert "journal cannot write" in c.get("/ready").json()["error"]
+            # The early jobs finish while nothing can be written: GET shows it.
+            early = [id for id, tag in tags.items() if tag.startswith("early")]
+            poll(
+                lambda: all(job(c, id)["state"] == "succeeded" for id in early),
+                "the early jobs finished during the outage",
+            )
+            assert c.get("/ready").status_code == 503
+            # A batch larger than the cache spills to the WAL mid-transaction:
+            # SQLite fails the INSERT and rolls back by itself.
+            jobs = [
+                {"type": "sleep", "args": {"seconds": 0, "tag": f"b{i}" + "b" * 20_000}}
+                for i in range(300)
+            ]
+            response = c.post("/jobs/batch", json={"jobs": jobs})
+            assert response.status_code == 503, response.text
+            assert "database or disk is full" in response.json()["error"]
+            assert "cannot rollback" not in response.json()["error"]
+            assert submit("while-full", 0).status_code == 503
+            filler.unlink()
+            poll(lambda: c.get("/ready").status_code == 200, "/ready back to 200")
+            assert submit("after", 0.0).status_code == 202
+            poll(lambda: drained(c), "every job ran")
+            views = {id: job(c, id) for id in tags}
+            assert server.stop() == 0
+        journal = rows(fs / "journal.sqlite3")
+    assert {id: v["state"] for id, v in views.items()} == dict.fromkeys(
+        tags, "succeeded"
+    )
+    assert {id: v["result"]["tag"] for id, v in views.items()} == tags
+    # Exactly the 202'd jobs were recorded, each ran once.
+    assert {id: r["state"] for id, r in journal.items()} == dict.fromkeys(
+        tags, "succeeded"
+    )
+    assert {r["runs"] for r in journal.values()} == {1}
+    assert finished_events(server) == dict.fromkeys(tags, 1)
+    log = server.log.read_text()
+    assert "database or disk is full" in log
+    assert "cannot rollback" not in log
+    failures = [e for e in server.events() if e.get("event") == "journal_failed"]
+    assert failures
+    assert all("database or disk is full" in e["message"] for e in failures)
+    assert [e for e in server.events() if e.get("event") == "journal_recovered"]
