@@ -445,3 +445,32 @@ def test_a_full_disk_refuses_submissions_and_loses_no_end_issue_17(
     assert failures
     assert all("database or disk is full" in e["message"] for e in failures)
     assert [e for e in server.events() if e.get("event") == "journal_recovered"]
+
+
+def test_ready_comes_back_once_the_disk_has_room_without_traffic_issue_17(
+    tmp_path: Path,
+) -> None:
+    # A load balancer sends nothing to an instance that is not ready: /ready
+    # must find out by itself that the journal writes again.
+    with tmpfs(tmp_path / "fs", "8m") as fs:
+        server = ServerProcess(
+            tmp_path / "server.log",
+            str(fs / "journal.sqlite3"),
+            *server_args(POOLS),
+            registry=FAULTS,
+        )
+        with running(server) as c:
+            filler = fill(fs)
+            jobs = [
+                {"type": "sleep", "args": {"seconds": 0, "tag": "b" * 20_000}}
+                for _ in range(300)
+            ]
+            response = c.post("/jobs/batch", json={"jobs": jobs})
+            assert response.status_code == 503, response.text
+            poll(lambda: c.get("/ready").status_code == 503, "/ready says 503")
+            filler.unlink()
+            poll(lambda: c.get("/ready").status_code == 200, "/ready back to 200")
+            small = [{"type": "add", "args": {"x": i}} for i in range(10)]
+            assert c.post("/jobs/batch", json={"jobs": small}).status_code == 202
+            poll(lambda: drained(c), "the batch ran")
+            assert server.stop() == 0
