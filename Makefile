@@ -14,7 +14,7 @@ $(BIN)/python:
 # reinstalled when pyproject.toml changes. Process and Dask pools, metrics,
 # tracing and the service are in every set.
 $(VENV)/.%: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics,tracing,service]'
+	$(BIN)/python -m pip install -q -e '.[$*,process,dask,metrics,tracing,service,postgres]'
 	touch $@
 
 test: lint types unit
@@ -43,7 +43,7 @@ test-all:
 	  echo "== Python $$v: $$py"; \
 	  [ -x .venv-$$v/bin/python ] || $$py -m venv .venv-$$v; \
 	  .venv-$$v/bin/python -m pip install -q --upgrade pip; \
-	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics,tracing,service]'; \
+	  .venv-$$v/bin/python -m pip install -q -e '.[dev,process,dask,metrics,tracing,service,postgres]'; \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider; \
 	done
 
