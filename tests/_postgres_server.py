@@ -22,10 +22,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 
 def bindir() -> Path:
@@ -65,6 +67,8 @@ class PostgresServer:
         self.port = _free_port()
         self._bin = bindir()
         self._names = itertools.count()
+        self.started = 0.0
+        """When the server last started (``time.monotonic()``)."""
         if self._as_postgres:
             shutil.chown(self.base, "postgres", "postgres")
         self._run(
@@ -104,6 +108,7 @@ class PostgresServer:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start")
+        self.started = time.monotonic()
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: clients are cut off; ``immediate``:
@@ -137,3 +142,17 @@ def postgres_server(*, fsync: bool = True) -> Iterator[PostgresServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One server for the session (``fsync`` off: the tests never crash the
+    machine, only the server)."""
+    with postgres_server(fsync=False) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database on the session's server."""
+    return postgres.database()

@@ -58,6 +58,7 @@ from typing import Any, Final, TypeVar, cast, final
 
 import attrs
 import psycopg
+import psycopg.errors
 import trio
 
 from ._journal_interface import (
@@ -158,6 +159,16 @@ def redact(url: str) -> str:
 def _cause(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _is_outage(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` means PostgreSQL cannot be reached or cannot write
+    (not a deadlock or a serialisation failure, which a retry resolves)."""
+    return isinstance(
+        exc, (psycopg.OperationalError, psycopg.InterfaceError)
+    ) and not isinstance(
+        exc, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+    )
 
 
 def _execute(conn: psycopg.Connection[Any], query: str, params: Sequence[Any]) -> None:
@@ -403,6 +414,7 @@ class PostgresJournal(Journal):
         try:
             await self._conns.run(self._migrate)
         except psycopg.Error as exc:
+            await trio.to_thread.run_sync(self._conns.close, limiter=self._listener)
             raise self._unavailable(exc) from None
         self._writable = True
         self._last_error = ""
@@ -488,7 +500,17 @@ class PostgresJournal(Journal):
                 )
             except psycopg.Error as exc:
                 error = self._unavailable(exc)
-                self._down(error)
+                if _is_outage(exc):
+                    self._down(error)
+                else:
+                    # Not PostgreSQL being away: one bad write (e.g. a NUL
+                    # character, which text cannot hold) fails the accepts
+                    # that shared its transaction; ends are retried.
+                    log.error(
+                        "%s",
+                        error,
+                        extra={"event": "journal_write_failed"},
+                    )
                 for request in accepts:
                     request.error = error
                     request.done.set()
@@ -979,7 +1001,10 @@ class PostgresJournal(Journal):
     def finish(self, finish: Finish) -> None:
         """Queue the end of a run; the writer commits it (retrying while
         PostgreSQL is away); :meth:`get` shows it at once. An end whose lease
-        is stale is logged and dropped."""
+        is stale is logged and dropped. A NUL character in its error (text
+        columns cannot hold one) is written as U+FFFD."""
+        if finish.error is not None and "\x00" in finish.error:
+            finish = attrs.evolve(finish, error=finish.error.replace("\x00", "\ufffd"))
         self._ends[finish.id] = finish
         self._wake.set()
 
