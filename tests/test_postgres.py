@@ -627,3 +627,30 @@ async def test_a_nul_in_an_error_is_written(postgres_url: str) -> None:
         record = await journal.get(claimed.id)
         assert record is not None
         assert record.error == "E: a\ufffdb"
+
+
+def test_from_url_takes_its_settings_from_the_query() -> None:
+    journal = PostgresJournal.from_url(
+        "postgresql://u:pw@h:5/d?sslmode=disable&lease=30&heartbeat=5&poll=0.5"
+        "&listen=off&instance=web-1&keep_results=10&keep_results_for=60",
+        poll=9.0,
+    )
+    assert journal.location == "postgresql://u@h:5/d?sslmode=disable"
+    assert (journal.lease, journal.heartbeat, journal.poll) == (30.0, 5.0, 0.5)
+    assert (journal.listen, journal.instance) == (False, "web-1")
+    assert (journal.keep_results, journal.keep_results_for) == (10, 60.0)
+    default = PostgresJournal.from_url("postgresql://h/d?listen=on", poll=9.0)
+    assert (default.listen, default.poll, default.lease) == (True, 9.0, 15.0)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("lease=soon", "lease must be seconds, got 'soon'"),
+        ("keep_results=1.5", "keep_results must be a count, got '1.5'"),
+        ("listen=yes", "listen must be on or off, got 'yes'"),
+    ],
+)
+def test_from_url_refuses_bad_settings(query: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        PostgresJournal.from_url(f"postgresql://h/d?{query}")

@@ -161,6 +161,17 @@ def _cause(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+_SECONDS: Final = frozenset({"lease", "heartbeat", "poll", "keep_results_for"})
+
+
+def _number(name: str, text: str, kind: type[float] | type[int]) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a count" if kind is int else "seconds"
+        raise ValueError(f"{name} must be {what}, got {text!r}") from None
+
+
 def _is_outage(exc: psycopg.Error) -> bool:
     """Whether ``exc`` means PostgreSQL cannot be reached or cannot write
     (not a deadlock or a serialisation failure, which a retry resolves)."""
@@ -384,6 +395,38 @@ class PostgresJournal(Journal):
         self._ends: dict[int, Finish | Release] = {}
         self._wakeups: dict[int, trio.Event] = {}
         self._dirty: set[int] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **defaults: Any) -> PostgresJournal:
+        """A journal for ``url``, whose query may carry this class's settings
+        next to libpq's: ``lease``, ``heartbeat``, ``poll`` (seconds),
+        ``listen`` (``on``/``off``), ``instance``, ``keep_results`` (a
+        count) and ``keep_results_for`` (seconds); ``defaults`` fill in the
+        rest. They are removed from the URL handed to libpq, e.g.
+        ``postgresql://bulkhead@db/jobs?sslmode=require&lease=30&listen=off``.
+
+        Raises:
+          ValueError: for a setting that is not a number, or ``listen`` not
+            ``on``/``off``.
+        """
+        parts = urllib.parse.urlsplit(url)
+        kept: list[tuple[str, str]] = []
+        options = dict(defaults)
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if name in _SECONDS:
+                options[name] = _number(name, value, float)
+            elif name == "keep_results":
+                options[name] = _number(name, value, int)
+            elif name == "listen":
+                if value not in ("on", "off"):
+                    raise ValueError(f"listen must be on or off, got {value!r}")
+                options[name] = value == "on"
+            elif name == "instance":
+                options[name] = value
+            else:
+                kept.append((name, value))
+        query = urllib.parse.urlencode(kept)
+        return cls(urllib.parse.urlunsplit(parts._replace(query=query)), **options)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._writable else "down"
