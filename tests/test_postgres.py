@@ -391,6 +391,10 @@ async def test_postgres_restart_refuses_then_recovers_losing_nothing(
                 return journal.writable
 
             await eventually(writable, "never writable again")
+            # Every pooled connection died with the server: none is used.
+            async with trio.open_nursery() as nursery:
+                for a in accepted[:8]:
+                    nursery.start_soon(journal.get, a.id)
             more = await journal.accept([job() for _ in range(5)])
             for c in claimed:
                 await eventually(
@@ -654,3 +658,20 @@ def test_from_url_takes_its_settings_from_the_query() -> None:
 def test_from_url_refuses_bad_settings(query: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
         PostgresJournal.from_url(f"postgresql://h/d?{query}")
+
+
+async def test_a_connection_in_use_at_close_is_closed_after_its_call(
+    postgres_url: str,
+) -> None:
+    journal = PostgresJournal(postgres_url)
+    seen: list[psycopg.Connection[Any]] = []
+
+    def slow(conn: psycopg.Connection[Any]) -> None:
+        seen.append(conn)
+        conn.execute("SELECT pg_sleep(0.3)")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal._conns.run, slow)
+        await trio.sleep(0.1)
+        await trio.to_thread.run_sync(journal._conns.close)
+    assert seen[0].closed

@@ -172,6 +172,18 @@ def _number(name: str, text: str, kind: type[float] | type[int]) -> float:
         raise ValueError(f"{name} must be {what}, got {text!r}") from None
 
 
+def _stale(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection was closed by the server (a restart): its
+    goodbye is waiting on the socket, which libpq reads without blocking."""
+    if conn.closed:
+        return True
+    try:
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
 def _is_outage(exc: psycopg.Error) -> bool:
     """Whether ``exc`` means PostgreSQL cannot be reached or cannot write
     (not a deadlock or a serialisation failure, which a retry resolves)."""
@@ -221,6 +233,7 @@ class _Connections:
         # them off to_thread's process-wide default limiter.
         self._threads = trio.CapacityLimiter(size)
         self._idle: list[psycopg.Connection[Any]] = []
+        self._closed = False
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new connection (blocking: call it in a thread)."""
@@ -235,7 +248,10 @@ class _Connections:
                 self._call, conn, fn, limiter=self._threads
             )
             if conn is not None:
-                self._idle.append(conn)
+                if self._closed:  # closed while this call ran
+                    await trio.to_thread.run_sync(conn.close, limiter=self._threads)
+                else:
+                    self._idle.append(conn)
             if error is not None:
                 raise error
             return result  # type: ignore[return-value]
@@ -246,8 +262,10 @@ class _Connections:
         fn: Callable[[psycopg.Connection[Any]], T],
     ) -> tuple[psycopg.Connection[Any] | None, T | None, Exception | None]:
         try:
-            if conn is None or conn.closed:
+            if conn is not None and _stale(conn):
+                conn.close()
                 conn = None
+            if conn is None:
                 conn = self.connect()
             return conn, fn(conn), None
         except Exception as exc:
@@ -261,7 +279,9 @@ class _Connections:
             return conn, None, exc
 
     def close(self) -> None:
-        """Close every idle connection (blocking)."""
+        """Close every idle connection, and any in use once its call
+        returns (blocking)."""
+        self._closed = True
         while self._idle:
             self._idle.pop().close()
 
@@ -379,6 +399,12 @@ class PostgresJournal(Journal):
         options: dict[str, Any] = {
             "connect_timeout": max(1, math.ceil(connect_timeout)),
             "application_name": f"bulkhead {self.instance}"[:63],
+            # A peer that vanished (a cut network) is noticed in about 25 s
+            # on TCP, rather than never, by the listening connection too.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
         }
         if not listen:
             # PgBouncer's transaction pooling: no server-side prepared
@@ -514,7 +540,7 @@ class PostgresJournal(Journal):
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._conns.close)
+                await trio.to_thread.run_sync(self._conns.close, limiter=self._listener)
 
     def close(self) -> None:
         """Make :meth:`run` flush and return (idempotent)."""
@@ -601,6 +627,7 @@ class PostgresJournal(Journal):
             )
         self._writable = False
         self._last_error = str(error)
+        self._wake.set()  # the writer probes until PostgreSQL answers again
 
     def _up(self) -> None:
         if not self._writable:
@@ -800,6 +827,8 @@ class PostgresJournal(Journal):
                 rescued = await self._conns.run(self._rescue)
                 await self._conns.run(self._fold)
             except psycopg.Error as exc:
+                if _is_outage(exc):
+                    self._down(self._unavailable(exc))
                 log.warning(
                     "journal %s: heartbeat failed: %s",
                     self.location,
@@ -1023,7 +1052,10 @@ class PostgresJournal(Journal):
         try:
             return await self._conns.run(fn)
         except psycopg.Error as exc:
-            raise self._unavailable(exc) from None
+            error = self._unavailable(exc)
+            if _is_outage(exc):
+                self._down(error)
+            raise error from None
 
     async def wait_for_jobs(self, priority: int, until: float | None) -> None:
         """Return when pool ``priority`` may have due work: a submission here,
