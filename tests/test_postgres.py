@@ -675,3 +675,21 @@ async def test_a_connection_in_use_at_close_is_closed_after_its_call(
         await trio.sleep(0.1)
         await trio.to_thread.run_sync(journal._conns.close)
     assert seen[0].closed
+
+
+async def test_a_burst_of_accepts_is_split_into_bounded_transactions(
+    postgres_url: str,
+) -> None:
+    async with running(postgres_url) as journal:
+        answers: dict[int, list[int]] = {}
+
+        async def submit(n: int) -> None:
+            answers[n] = [a.id for a in await journal.accept([job()] * 9000)]
+
+        async with trio.open_nursery() as nursery:
+            for n in range(4):  # 36,000 jobs: more than one transaction
+                nursery.start_soon(submit, n)
+        ids = [i for n in range(4) for i in answers[n]]
+        assert len(set(ids)) == 36_000
+        assert all(a == sorted(a) for a in answers.values())
+        assert await journal.counts() == {1: {"queued": 36_000}}

@@ -87,6 +87,8 @@ MIGRATION_LOCK: Final = 0x62756C6B68656164  # "bulkhead"
 RETRY_MIN: Final = 0.05
 RETRY_MAX: Final = 2.0
 """Seconds between write attempts while PostgreSQL cannot be reached."""
+GROUP_LIMIT: Final = 20_000
+"""Jobs one group-commit transaction takes at most (whole requests)."""
 PURGE_BATCH: Final = 10_000
 """Rows the retention purge or a rescue handles per heartbeat at most."""
 NOW: Final = "extract(epoch FROM clock_timestamp())::float8"
@@ -559,7 +561,7 @@ class PostgresJournal(Journal):
                 if self._writable:
                     await self._wake.wait()
             self._wake = trio.Event()
-            accepts, self._accepts = self._accepts, []
+            accepts = self._take_accepts()
             ends = list(self._ends.values())
             try:
                 written = await self._conns.run(
@@ -617,6 +619,19 @@ class PostgresJournal(Journal):
             if written.queued:
                 self._wake_pools(written.queued)
                 await self._notify(written.queued)
+
+    def _take_accepts(self) -> list[_AcceptRequest]:
+        """The queued accepts for one transaction: all of them, or as many
+        whole requests as fit in ``GROUP_LIMIT`` jobs (at least one)."""
+        total = 0
+        for count, request in enumerate(self._accepts):
+            total += len(request.jobs)
+            if total > GROUP_LIMIT and count:
+                taken, self._accepts = self._accepts[:count], self._accepts[count:]
+                self._wake.set()  # the rest go in the next transaction
+                return taken
+        taken, self._accepts = self._accepts, []
+        return taken
 
     def _down(self, error: JournalUnavailable) -> None:
         if self._writable or str(error) != self._last_error:
