@@ -35,7 +35,8 @@ from bulkhead.service import ServiceConfig
 
 # The very request model and body limit of ``bulkhead serve``, so that the
 # two apps differ only in what happens after validation.
-from bulkhead.service._app import BodyLimit, JobSubmission
+from bulkhead.service._http import BodyLimit
+from bulkhead.service._http._models import JobSubmission
 from bulkhead.service._logging import configure_logging
 from bulkhead.service.cli import load_registry
 
