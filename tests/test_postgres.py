@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import trio
 
-from bulkhead.service._journal_interface import (
+from bulkhead.service._journal import (
     Finish,
     JobFilter,
     JournalUnavailable,
@@ -425,7 +425,7 @@ async def test_close_gives_up_after_its_timeout_while_down(
             r for r in caplog.records if r.message.startswith("journal closed")
         ]
         assert [getattr(r, "jobs", None) for r in unwritten] == [[claimed.id]]
-        with pytest.raises(JournalUnavailable, match=r"closed$"):
+        with pytest.raises(JournalUnavailable, match=r"closing$"):
             await journal.accept([job()])
         assert not journal.writable
 
@@ -441,7 +441,7 @@ async def test_counts_come_from_counters_not_the_table(postgres_url: str) -> Non
         )
         cancelled = await journal.cancel(ids[3])
         assert cancelled is not None
-        assert cancelled.state == "cancelled"
+        assert cancelled.state == "queued"  # as it was: this call cancelled it
         assert (await journal.cancel(claimed[0].id)) is not None  # left running
         assert await journal.cancel(10**9) is None
         await eventually(

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import trio
 
-from bulkhead.service._journal_interface import (
+from bulkhead.service._journal import (
     Finish,
     JobFilter,
     JobRecord,

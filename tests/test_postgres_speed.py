@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import trio
 
-from bulkhead.service._journal_interface import Finish, NewJob
+from bulkhead.service._journal import Finish, NewJob
 from bulkhead.service._postgres import PostgresJournal
 
 from ._postgres_server import PostgresServer, postgres_server

@@ -61,7 +61,7 @@ import psycopg
 import psycopg.errors
 import trio
 
-from ._journal_interface import (
+from ._journal import (
     TERMINAL,
     Accepted,
     Claim,
@@ -81,7 +81,8 @@ log = logging.getLogger("bulkhead.service.journal")
 T = TypeVar("T")
 
 CHANNEL: Final = "bulkhead_jobs"
-"""The NOTIFY channel; the payload is a comma-separated list of pools."""
+"""The NOTIFY channel; the payload is the sending instance's name, a space,
+and a comma-separated list of pools (an instance ignores its own)."""
 MIGRATION_LOCK: Final = 0x62756C6B68656164  # "bulkhead"
 """The advisory lock key that serialises schema migrations."""
 RETRY_MIN: Final = 0.05
@@ -601,6 +602,9 @@ class PostgresJournal(Journal):
                 continue
             backoff = RETRY_MIN
             self._up()
+            # Wake this instance's feeders before the submitters return, so a
+            # claim made after an accept returned consumes the wake-up.
+            self._wake_pools(written.queued)
             for request, result in zip(accepts, written.accepted, strict=True):
                 request.result = result
                 request.done.set()
@@ -617,7 +621,6 @@ class PostgresJournal(Journal):
                     extra={"event": "stale_write_dropped", "job": end.id},
                 )
             if written.queued:
-                self._wake_pools(written.queued)
                 await self._notify(written.queued)
 
     def _take_accepts(self) -> list[_AcceptRequest]:
@@ -822,7 +825,7 @@ class PostgresJournal(Journal):
         return result
 
     async def _notify(self, pools: set[int]) -> None:
-        payload = ",".join(str(p) for p in sorted(pools))
+        payload = f"{self.instance} {','.join(str(p) for p in sorted(pools))}"
         # A hint: the other instances' polls find the jobs anyway.
         with contextlib.suppress(psycopg.Error):
             await self._conns.run(
@@ -946,6 +949,7 @@ class PostgresJournal(Journal):
     async def _listen(self) -> None:
         """Turn other instances' NOTIFYs into wake-ups; reconnect on loss."""
         backoff = RETRY_MIN
+        listened = False
         while True:
             conn: psycopg.Connection[Any] | None = None
             try:
@@ -955,16 +959,18 @@ class PostgresJournal(Journal):
                 await trio.to_thread.run_sync(
                     conn.execute, f"LISTEN {CHANNEL}", limiter=self._listener
                 )
+                if listened:  # notifications were missed while away
+                    self._wake_pools(set(self._wakeups))
+                listened = True
                 backoff = RETRY_MIN
-                self._wake_pools(set(self._wakeups))  # missed while away
                 while True:
                     await trio.lowlevel.wait_readable(conn.pgconn.socket)
                     conn.pgconn.consume_input()
                     pools: set[int] = set()
                     while (note := conn.pgconn.notifies()) is not None:
-                        pools.update(
-                            int(p) for p in note.extra.decode().split(",") if p
-                        )
+                        sender, _, named = note.extra.decode().rpartition(" ")
+                        if sender != self.instance:
+                            pools.update(int(p) for p in named.split(",") if p)
                     if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
                         raise psycopg.OperationalError("the connection was lost")
                     self._wake_pools(pools)
@@ -1005,7 +1011,7 @@ class PostgresJournal(Journal):
         if not jobs:
             return []
         if self._closed:
-            raise JournalUnavailable(f"journal {self.location}: closed")
+            raise JournalUnavailable(f"journal {self.location}: closing")
         if not self._writable:
             raise JournalUnavailable(self._last_error)
         request = _AcceptRequest(jobs)
@@ -1061,6 +1067,9 @@ class PostgresJournal(Journal):
         await trio.lowlevel.checkpoint_if_cancelled()
         if limit <= 0:
             return Claim((), None)
+        # This claim sees every job committed before it: a wake-up already
+        # pending for the pool is consumed.
+        self._dirty.discard(priority)
         return await self._call(claim)
 
     async def _call(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -1104,7 +1113,8 @@ class PostgresJournal(Journal):
         self._wake.set()
 
     async def cancel(self, id: int) -> JobRecord | None:
-        """Cancel job ``id`` if it is queued (or scheduled); return its record.
+        """Cancel job ``id`` if it is queued (or scheduled); return its record
+        as it was before (``queued``: this call cancelled it).
 
         Raises:
           JournalUnavailable: if PostgreSQL cannot be reached.
@@ -1112,20 +1122,27 @@ class PostgresJournal(Journal):
 
         def cancel(conn: psycopg.Connection[Any]) -> JobRecord | None:
             with conn.transaction():
-                rows = conn.execute(
-                    "UPDATE bulkhead_jobs SET state = 'cancelled',"
-                    " finished_at = %s, error = 'cancelled'"
-                    " WHERE id = %s AND state = 'queued' RETURNING priority",
-                    (time.time(), id),
-                ).fetchall()
-                for (priority,) in rows:
-                    _write_deltas(
-                        conn, {(priority, "queued"): -1, (priority, "cancelled"): 1}
-                    )
                 row = conn.execute(
-                    f"SELECT {COLUMNS} FROM bulkhead_jobs WHERE id = %s", (id,)
+                    f"SELECT {COLUMNS} FROM bulkhead_jobs WHERE id = %s FOR UPDATE",
+                    (id,),
                 ).fetchone()
-            return None if row is None else _record(row)
+                if row is None:
+                    return None
+                before = _record(row)
+                if before.state == "queued":
+                    conn.execute(
+                        "UPDATE bulkhead_jobs SET state = 'cancelled',"
+                        " finished_at = %s, error = 'cancelled' WHERE id = %s",
+                        (time.time(), id),
+                    )
+                    _write_deltas(
+                        conn,
+                        {
+                            (before.priority, "queued"): -1,
+                            (before.priority, "cancelled"): 1,
+                        },
+                    )
+            return before
 
         await trio.lowlevel.checkpoint_if_cancelled()
         return self._overlay(await self._call(cancel))
