@@ -374,10 +374,14 @@ async def test_postgres_restart_refuses_then_recovers_losing_nothing(
         async with running(url, close_timeout=30.0) as journal:
             accepted = await journal.accept([job() for _ in range(20)])
             claimed = (await journal.claim(1, 5)).jobs
+            known = await journal.counts()
+            assert known == {1: {"queued": 15, "running": 5}}
             await trio.to_thread.run_sync(server.stop)
+            assert await journal.counts() == known  # the last it read
             with pytest.raises(JournalUnavailable, match=r"^journal postgresql://"):
                 await journal.accept([job()])
             assert not journal.writable
+            assert await journal.counts() == known
             with pytest.raises(JournalUnavailable):
                 await journal.accept([job()])  # refused at once while down
             with pytest.raises(JournalUnavailable):

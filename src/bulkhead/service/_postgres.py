@@ -424,6 +424,7 @@ class PostgresJournal(Journal):
         self._ends: dict[int, Finish | Release] = {}
         self._wakeups: dict[int, trio.Event] = {}
         self._dirty: set[int] = set()
+        self._last_counts: Mapping[int, Mapping[State, int]] = {}
 
     @classmethod
     def from_url(cls, url: str, **defaults: Any) -> PostgresJournal:
@@ -1231,8 +1232,9 @@ class PostgresJournal(Journal):
         summed from the counter rows the writes append (a few dozen rows
         between heartbeats; never a scan of the jobs).
 
-        Raises:
-          JournalUnavailable: if PostgreSQL cannot be reached.
+        While PostgreSQL cannot be reached it answers the last counts it
+        read (the interface gives it no error to raise): a bounded
+        estimate, as stale as the outage is long.
         """
 
         def counts(conn: psycopg.Connection[Any]) -> list[tuple[int, str, int]]:
@@ -1242,10 +1244,17 @@ class PostgresJournal(Journal):
             ).fetchall()
 
         await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._writable:
+            return self._last_counts
+        try:
+            rows = await self._call(counts)
+        except JournalUnavailable:
+            return self._last_counts
         result: dict[int, dict[State, int]] = {}
-        for priority, state, n in await self._call(counts):
+        for priority, state, n in rows:
             if n:
                 result.setdefault(priority, {})[cast(State, state)] = n
+        self._last_counts = result
         return result
 
 
