@@ -76,6 +76,10 @@ PRIVATE_TYPES = [
     ("py:class", "Journal"),
     # Submission.run_at, when intersphinx to Python is off (conf.py).
     ("py:class", "datetime.datetime"),
+    # The private parts Service's docstring names (they have no page).
+    ("py:class", "bulkhead.service._intake.Intake"),
+    ("py:class", "bulkhead.service._feeder.Feeder"),
+    ("py:class", "bulkhead.service._running.RunningJobs"),
 ]
 """Names in the service's public signatures that have no page to link to."""
 
