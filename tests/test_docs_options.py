@@ -15,8 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
+import bulkhead
 from bulkhead.service._config import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,3 +105,11 @@ def test_coming_from_go_maps_each_go_variable_and_stats_field() -> None:
     ]:
         assert f"``{endpoint}``" in text, endpoint
     assert "\n   coming-from-go\n" in (DOCS / "index.rst").read_text()
+
+
+def test_the_go_stats_fields_map_to_fields_bulkhead_has() -> None:
+    text = (DOCS / "coming-from-go.rst").read_text()
+    pool_fields = attrs.fields_dict(bulkhead.PoolStatistics)
+    for field in re.findall(r"``total\.(\w+)``", text):
+        assert field in pool_fields, field
+    assert re.findall(r"``total\.(\w+)``", text) == ["succeeded", "failed", "busy"]
