@@ -12,17 +12,12 @@ documented promise that a due job starts within 50 ms of its time.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import datetime
 import os
-import shutil
-import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path

@@ -130,12 +130,9 @@ class RunningJobs:
         assert self.dispatcher is not None
         claimed = running.claimed
         if claimed.runs > self.max_attempts:
-            self._end(
+            self._refuse(
                 running,
-                "failed",
-                None,
-                None,
-                f"run {claimed.runs - 1} times without finishing (its process "
+                f"claimed {claimed.runs - 1} times without finishing (its process "
                 f"died or was stopped each time); BULKHEAD_MAX_ATTEMPTS is "
                 f"{self.max_attempts}",
             )
@@ -148,7 +145,7 @@ class RunningJobs:
         except (KeyError, ValueError) as exc:
             # Accepted by an earlier version of the registry or the pools.
             reason = exc.args[0] if isinstance(exc, KeyError) else exc
-            self._end(running, "failed", None, None, f"cannot run: {reason}")
+            self._refuse(running, f"cannot run: {reason}")
             return
         # A sync job type runs in a worker thread of its pool, abandoned on
         # cancel or timeout and holding its worker until it returns.
@@ -229,7 +226,7 @@ class RunningJobs:
         log.warning(
             "job %s interrupted by the shutdown; %s",
             claimed.id,
-            "it runs again on the next start"
+            "it is queued again"
             if self.journal.durable
             else "lost: the journal is :memory:",
             extra={
@@ -238,6 +235,25 @@ class RunningJobs:
                 "type": claimed.type,
                 "priority": claimed.priority,
                 "resumes": self.journal.durable,
+            },
+        )
+
+    def _refuse(self, running: Running, reason: str) -> None:
+        """End a claimed job as failed without running it, saying why."""
+        self._end(running, "failed", None, None, reason)
+        claimed = running.claimed
+        log.error(
+            "job %s failed without running: %s",
+            claimed.id,
+            reason,
+            extra={
+                "event": "job_finished",
+                "job": claimed.id,
+                "type": claimed.type,
+                "priority": claimed.priority,
+                "attempt": 0,
+                "outcome": "failed",
+                "error": reason,
             },
         )
 

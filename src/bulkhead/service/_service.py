@@ -2,7 +2,7 @@
 
 A job takes one road: :meth:`Service.submit` validates it and writes it to
 the journal (the 202 is sent once that commit is done); the pool's
-:class:`~bulkhead.service._feeder.Feeder` claims it when it is due and hands
+feeder (``_feeder.py``) claims it when it is due and hands
 it to a worker with the pool's blocking ``dispatch``, so the pool is the
 backpressure; its end is written once. Memory holds the jobs running and a
 small prefetch per pool (``_live``), whatever the backlog.
@@ -58,9 +58,9 @@ class Service:
     """A running ``bulkhead serve``: journal, intake, feeders and pools.
 
     It holds one small part per concept, as trio's ``Runner`` does: the
-    :class:`~bulkhead.service._intake.Intake` writes submissions, a
-    :class:`~bulkhead.service._feeder.Feeder` per pool claims them, and
-    :class:`~bulkhead.service._running.RunningJobs` follows what runs.
+    intake (``_intake.py``) writes submissions, a feeder per pool
+    (``_feeder.py``) claims them, and the running jobs (``_running.py``)
+    follow what runs.
 
     Args:
       config: the :class:`ServiceConfig`.

@@ -35,11 +35,9 @@ def job_view(record: JobRecord, running: Running | None, now: float) -> dict[str
     started_at, attempts = record.started_at, record.attempts
     if state == "queued" and record.run_at > now:
         state = "scheduled"
-    elif state == "running" and running is not None:
-        if running.job is None:
-            state = "queued"  # claimed, waiting for a worker of this instance
-        else:
-            started_at, attempts = running.started_at, running.job.attempts
+    elif running is not None and running.job is not None:
+        # Running here: its start and attempts are this instance's to tell.
+        started_at, attempts = running.started_at, running.job.attempts
     return {
         "id": record.id,
         "type": record.type,
