@@ -191,7 +191,7 @@ async def test_hooks_with_nothing_set_cost_what_no_hooks_cost() -> None:
     """Nothing to call means nothing to do per job: not even a clock read."""
     async with bulkhead.open_dispatcher({1: 1}, hooks=Hooks()) as d:
         job = await d.dispatch(noop)
-        assert job._started_at is None
+        assert job.started_at is None
     async with bulkhead.open_dispatcher({1: 1}, hooks=Hooks(on_accepted=id)) as d:
         job = await d.dispatch(noop)
-        assert job._started_at is not None
+        assert job.started_at is not None

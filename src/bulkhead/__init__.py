@@ -3,7 +3,11 @@
 The public API is exactly what this module re-exports; everything else is
 private. Layers, bottom up, each importing only from those below it:
 ``_stats`` → ``_errors`` → ``_limit`` → ``_policy`` → ``_job`` → ``_hooks``,
-``_kinds`` (one module per pool kind) → ``_pool`` → ``_dispatcher``.
+``_kinds`` (one module per pool kind) → the parts of a pool: ``_batch``
+(epochs, failure policy), ``_capacity`` (pause, limit, resize),
+``_attempts`` (timeouts, retries) → ``_pool`` (hand-off, queue, worker
+loop) → ``_lifetime`` (tasks), ``_routing`` (which pool, what it asks) →
+``_dispatcher``.
 :mod:`bulkhead.metrics` (Prometheus, the ``metrics`` extra) builds on the
 public API only.
 """

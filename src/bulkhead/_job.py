@@ -14,7 +14,9 @@ from outcome import Error, Value
 
 from ._errors import JobCancelled
 from ._policy import Retry
-from ._stats import _Batch
+
+if TYPE_CHECKING:
+    from ._batch import _Batch
 
 _T = TypeVar("_T")
 
@@ -121,12 +123,16 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     outcome: Value[_R] | Error | None = None
     """``None`` until the job ends, then an :class:`outcome.Value` or
     :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""
-    _batch: _Batch | None = None
     _done: trio.Event | None = None
-    _scope: trio.CancelScope | None = None
     _cancel_requested: bool = False
-    _started_at: float | None = None
-    """When a worker took it (trio's clock), if the pool times its jobs."""
+    # Set once needed, never in __init__ (a slot assignment per job is about
+    # 1 % of a trivial dispatch): _batch on acceptance, _scope when a worker
+    # takes the job, the times only if the dispatcher times its jobs.
+    _batch: _Batch | None = attrs.field(init=False)
+    _scope: trio.CancelScope | None = attrs.field(init=False)
+    _accepted_at: float = attrs.field(init=False)
+    _started_at: float = attrs.field(init=False)
+    _finished_at: float = attrs.field(init=False)
     _abandoned_attempt: trio.Event | None = None
     """Set by a kind that abandoned the job's attempt (a thread, a Dask task):
     an event set once that attempt has really returned."""
@@ -135,6 +141,29 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     def name(self) -> str:
         """The name given to dispatch, else the function's qualified name."""
         return self._name
+
+    @property
+    def accepted_at(self) -> float | None:
+        """When the pool accepted the job, on trio's clock
+        (:func:`trio.current_time`, so a virtual clock works in tests).
+
+        ``None`` if the dispatcher does not time its jobs: pass
+        ``timings=True`` to :func:`open_dispatcher` (hooks and an
+        :class:`AdaptiveLimit` turn timing on too)."""
+        return getattr(self, "_accepted_at", None)
+
+    @property
+    def started_at(self) -> float | None:
+        """When a worker took the job (its first attempt began), on trio's
+        clock; ``None`` until then, for a job that never started, or if jobs
+        are not timed."""
+        return getattr(self, "_started_at", None)
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the job ended, on trio's clock; ``None`` until then, or if
+        jobs are not timed."""
+        return getattr(self, "_finished_at", None)
 
     async def wait(self) -> _R:
         """Wait until the job has ended, then return its value or raise its error.
@@ -179,8 +208,9 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
             self._owner._withdraw(self)
         elif self.state is JobState.RUNNING:
             self._cancel_requested = True
-            if self._scope is not None:
-                self._scope.cancel()
+            scope = getattr(self, "_scope", None)  # None until a worker took it
+            if scope is not None:
+                scope.cancel()
 
     def _end(self, state: JobState, result: Value[_R] | Error) -> None:
         self.state = state
