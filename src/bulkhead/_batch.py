@@ -11,8 +11,10 @@ that barriers on one pool never split, and pile up, the batches of another.
 
 A pool's :class:`_Epochs` owns its batches and applies its ``on_error``
 policy to each failed job: keep it for :exc:`JobsFailed` (``"raise"``, up to
-``keep_failures`` per batch), record nothing more (``"record"``), re-raise
-it to crash the dispatcher (``"cancel"``) or call the handler.
+``keep_failures`` per batch, with a note naming the job), record nothing
+more (``"record"``), re-raise it to crash the dispatcher (``"cancel"``) or
+call the handler. :meth:`Job.mark_handled` takes a kept failure back before
+its batch is reported.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._errors import JobsFailed
+from ._errors import JobsFailed, add_note
 from ._policy import OnError
 from ._stats import BatchReport
 
@@ -36,11 +38,16 @@ class _Batch:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
-    failures: list[Exception] = attrs.field(factory=list)
+    failures: list[tuple[Exception, str]] = attrs.field(factory=list)
     """Only filled under ``on_error="raise"``, up to the dispatcher's
-    ``keep_failures``; dropped once reported."""
+    ``keep_failures``: each failure with the note naming its job, added
+    when it is raised; dropped once reported."""
     unkept_failures: int = 0
     """Failures beyond ``keep_failures``: counted, not kept."""
+    handled_failures: int = 0
+    """Kept failures that :meth:`Job.mark_handled` took back."""
+    claimed: bool = False
+    """Reported by a barrier or finalize: nothing more to take back."""
     drained_event: trio.Event | None = None
     """Created by the first barrier waiting for the batch (:meth:`drained`)."""
 
@@ -51,6 +58,16 @@ class _Batch:
             if not self.pending:
                 self.drained_event.set()
         return self.drained_event
+
+    def handled(self, error: BaseException) -> None:
+        """Take ``error`` out of the failures to raise (``Job.mark_handled``)."""
+        if self.claimed:
+            return
+        for index, (kept, _) in enumerate(self.failures):
+            if kept is error:
+                del self.failures[index]
+                self.handled_failures += 1
+                return
 
     def job_ended(self) -> None:
         self.pending -= 1
@@ -111,7 +128,10 @@ class _Epochs:
         on_error = self.on_error
         if on_error == "raise":
             if len(batch.failures) < self.keep_failures:
-                batch.failures.append(error)
+                batch.failures.append(
+                    (error, f"in bulkhead job #{job.id} ({job.name})")
+                )
+                job._failure_kept_in = batch
             else:
                 batch.unkept_failures += 1
         elif on_error == "cancel":
@@ -131,7 +151,14 @@ def report(batches: Iterable[_Batch], started: float) -> BatchReport:
         cancelled=sum(b.cancelled for b in batches),
         elapsed=trio.current_time() - started,
     )
-    failures = [exc for b in batches for exc in b.failures]
+    failures = []
+    for batch in batches:
+        for error, note in batch.failures:
+            add_note(error, note)
+            failures.append(error)
+    for batch in batches:  # reported: the group holds them now, not the batch
+        batch.claimed = True
+        batch.failures = []
     if failures:
         unkept = sum(b.unkept_failures for b in batches)
         message = f"{len(failures) + unkept} of {result.jobs} jobs failed"
@@ -140,5 +167,8 @@ def report(batches: Iterable[_Batch], started: float) -> BatchReport:
                 f"; the first {len(failures)} are in this group, the other "
                 f"{unkept} only in their Job handles (keep_failures)"
             )
+        handled = sum(b.handled_failures for b in batches)
+        if handled:
+            message += f" ({handled} more failed and were marked handled)"
         raise JobsFailed(message, failures, result)
     return result

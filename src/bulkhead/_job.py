@@ -71,7 +71,32 @@ class JobState(enum.Enum):
     """Cancelled before it finished; it never started if it was still queued."""
 
 
+@attrs.define(eq=False)
+class _Ended:
+    """What waits for one job's end: :meth:`Job.wait` callers, and
+    :func:`as_completed`'s watchers, called once as the job ends."""
+
+    _event: trio.Event = attrs.field(factory=trio.Event)
+    _watchers: list[Callable[[], object]] | None = None
+
+    def set(self) -> None:
+        self._event.set()
+        watchers, self._watchers = self._watchers, None
+        for watcher in watchers or ():
+            watcher()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def watch(self, watcher: Callable[[], object]) -> None:
+        if self._watchers is None:
+            self._watchers = []
+        self._watchers.append(watcher)
+
+
 class _JobOwner(Protocol):
+    name: str
+
     def _withdraw(self, job: Job[Any]) -> None: ...
 
 
@@ -123,7 +148,7 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     outcome: Value[_R] | Error | None = None
     """``None`` until the job ends, then an :class:`outcome.Value` or
     :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""
-    _done: trio.Event | None = None
+    _done: _Ended | None = None
     _cancel_requested: bool = False
     # Set once needed, never in __init__ (a slot assignment per job is about
     # 1 % of a trivial dispatch): _batch on acceptance, _scope when a worker
@@ -133,6 +158,8 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     _accepted_at: float = attrs.field(init=False)
     _started_at: float = attrs.field(init=False)
     _finished_at: float = attrs.field(init=False)
+    _failure_kept_in: _Batch = attrs.field(init=False)
+    """The batch whose JobsFailed will carry this job's failure, until then."""
     _abandoned_attempt: trio.Event | None = None
     """Set by a kind that abandoned the job's attempt (a thread, a Dask task):
     an event set once that attempt has really returned."""
@@ -141,6 +168,12 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     def name(self) -> str:
         """The name given to dispatch, else the function's qualified name."""
         return self._name
+
+    @property
+    def pool_name(self) -> str:
+        """The name of the pool that runs the job (:attr:`PoolConfig.name`,
+        else its priority's), as statistics and metrics label it."""
+        return self._owner.name
 
     @property
     def accepted_at(self) -> float | None:
@@ -182,7 +215,7 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
         """
         if self.outcome is None:
             if self._done is None:
-                self._done = trio.Event()
+                self._done = _Ended()
             await self._done.wait()
         else:
             await trio.lowlevel.checkpoint()
@@ -190,6 +223,34 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
         if isinstance(self.outcome, Error):
             raise self.outcome.error
         return self.outcome.value
+
+    @trio.lowlevel.enable_ki_protection
+    def mark_handled(self) -> None:
+        """Tell barriers that this job's failure has been dealt with.
+
+        Under ``on_error="raise"`` the first covering :meth:`~Dispatcher.barrier`
+        or :meth:`~Dispatcher.finalize` raises each failure of its batch in
+        :exc:`JobsFailed`. Once you have read a failure through :meth:`wait`
+        and handled it, call this so that it is not raised again: the barrier
+        still counts the job in :attr:`BatchReport.failed`, and raises
+        nothing if every failure of its batch was handled.
+
+        It does nothing for a job that has not failed, whose failure a
+        barrier already reported, or whose pool does not raise failures.
+        Not a checkpoint; never raises.
+
+        Example::
+
+            try:
+                await job.wait()
+            except LookupError:
+                job.mark_handled()  # a miss is expected: not a batch failure
+        """
+        batch = getattr(self, "_failure_kept_in", None)
+        if batch is not None:
+            del self._failure_kept_in
+            assert isinstance(self.outcome, Error)
+            batch.handled(self.outcome.error)
 
     @trio.lowlevel.enable_ki_protection
     def cancel(self) -> None:

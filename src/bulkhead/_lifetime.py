@@ -117,7 +117,7 @@ class _Lifetime:
                         self._hold_resources,
                         pool,
                         resources,
-                        name=f"bulkhead pool {pool.config.priority} resources",
+                        name=f"bulkhead pool {pool.name} resources",
                     )
             for pool in self.pools.values():
                 self.spawn_workers(pool, pool.config.workers, self._worker_ready)
@@ -165,7 +165,7 @@ class _Lifetime:
                 pool,
                 crew,
                 ready,
-                name=f"bulkhead worker {pool.config.priority}#{crew.spawned - 1}",
+                name=f"bulkhead worker {pool.name}#{crew.spawned - 1}",
             )
 
     async def _worker(

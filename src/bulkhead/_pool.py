@@ -56,7 +56,7 @@ from ._errors import DispatcherClosed, PoolFull
 from ._hooks import Hooks
 from ._job import Job, JobState
 from ._kinds import PoolKind, check_callable, kind_for
-from ._policy import OnError, PoolConfig
+from ._policy import OnError, PoolConfig, pool_name
 from ._stats import PoolStatistics
 
 # The JobState members every job passes through, as globals: on Python 3.11
@@ -117,6 +117,8 @@ class _Pool:
     _cancelled: int = 0
     _rejected: int = 0
 
+    name: str = attrs.field(init=False)
+    """What the pool is called (``PoolConfig.name``, or its priority's)."""
     kind: PoolKind = attrs.field(init=False)
     """How this pool's jobs run: the only part of a pool that knows its kind."""
     check_arguments: Callable[[tuple[Any, ...]], None] | None = attrs.field(init=False)
@@ -134,6 +136,7 @@ class _Pool:
 
     def __attrs_post_init__(self) -> None:
         config = self.config
+        self.name = pool_name(config.priority, config.name)
         self.kind = kind_for(config, self.running_job)
         self.check_arguments = self.kind.check_arguments
         self.capacity = _Capacity.of(config)
@@ -471,6 +474,7 @@ class _Pool:
     def statistics(self, current_workers: int) -> PoolStatistics:
         capacity = self.capacity
         return PoolStatistics(
+            name=self.name,
             workers=capacity.size,
             current_workers=current_workers,
             limit=capacity.size
@@ -497,7 +501,7 @@ class _Pool:
 
     def describe(self) -> str:
         return (
-            f"{self.config.priority}: {len(self._running)}/{self.capacity.size} "
+            f"{self.name}: {len(self._running)}/{self.capacity.size} "
             f"busy, {len(self._queue)} queued, {len(self._dispatchers)} waiting"
         )
 

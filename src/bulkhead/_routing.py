@@ -20,7 +20,7 @@ import trio
 
 from ._errors import UnknownPriority
 from ._job import Job
-from ._policy import PoolConfig, Retry, check_priority, check_seconds
+from ._policy import PoolConfig, Retry, check_priority, check_seconds, pool_name
 from ._pool import _Pool
 
 
@@ -68,6 +68,7 @@ def pool_configs(pools: object) -> list[PoolConfig]:
     if not configs:
         raise ValueError("pools is empty: configure at least one pool")
     seen: set[int] = set()
+    names: set[str] = set()
     for config in configs:
         if config.priority in seen:
             raise ValueError(
@@ -75,6 +76,12 @@ def pool_configs(pools: object) -> list[PoolConfig]:
                 "each priority names exactly one pool"
             )
         seen.add(config.priority)
+        name = pool_name(config.priority, config.name)
+        if name in names:
+            raise ValueError(
+                f"two pools are named {name!r}: give each pool its own name"
+            )
+        names.add(name)
     return configs
 
 

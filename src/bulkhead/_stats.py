@@ -27,6 +27,9 @@ class PoolStatistics:
     cancelled``.
     """
 
+    name: str
+    """The pool's name (:attr:`PoolConfig.name`, else its priority's); in
+    :attr:`DispatcherStatistics.total`, ``"total"``."""
     workers: int
     """How many workers the pool has, or is resizing to (its bound on
     concurrently running jobs)."""
@@ -75,11 +78,13 @@ class PoolStatistics:
     @classmethod
     def _sum(cls, parts: Iterable[PoolStatistics]) -> PoolStatistics:
         fields = attrs.fields(cls)
-        totals: dict[str, Any] = dict.fromkeys((f.name for f in fields), 0)
+        totals: dict[str, Any] = dict.fromkeys(
+            (f.name for f in fields if f.name != "name"), 0
+        )
         for part in parts:
             for name in totals:
                 totals[name] += getattr(part, name)
-        return cls(**{**totals, "paused": bool(totals["paused"])})
+        return cls(name="total", **{**totals, "paused": bool(totals["paused"])})
 
 
 @final
