@@ -12,6 +12,21 @@ serve it some other way than :func:`serve`.
 """
 
 from ._app import create_app as create_app
+from ._client import AsyncClient as AsyncClient
+from ._client import Client as Client
+from ._client import FieldError as FieldError
+from ._client import JobAlreadyFinished as JobAlreadyFinished
+from ._client import JobInfo as JobInfo
+from ._client import JobNotFound as JobNotFound
+from ._client import JobRejected as JobRejected
+from ._client import RequestTooLarge as RequestTooLarge
+from ._client import ServiceBusy as ServiceBusy
+from ._client import ServiceError as ServiceError
+from ._client import ServiceUnreachable as ServiceUnreachable
+from ._client import Submission as Submission
+from ._client import Submitted as Submitted
+from ._client import Unauthorized as Unauthorized
+from ._client import WaitTimeout as WaitTimeout
 from ._config import ConfigError as ConfigError
 from ._config import PoolSpec as PoolSpec
 from ._config import ServiceConfig as ServiceConfig
@@ -23,12 +38,27 @@ from .cli import serve as serve
 
 __all__ = [
     "ArgumentsInvalid",
+    "AsyncClient",
+    "Client",
     "ConfigError",
+    "FieldError",
+    "JobAlreadyFinished",
+    "JobInfo",
+    "JobNotFound",
     "JobRegistry",
+    "JobRejected",
     "JobType",
     "PoolSpec",
+    "RequestTooLarge",
     "Service",
+    "ServiceBusy",
     "ServiceConfig",
+    "ServiceError",
+    "ServiceUnreachable",
+    "Submission",
+    "Submitted",
+    "Unauthorized",
+    "WaitTimeout",
     "create_app",
     "serve",
 ]

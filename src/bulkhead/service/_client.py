@@ -1,0 +1,907 @@
+"""A typed HTTP client of ``bulkhead serve``: :class:`Client` and :class:`AsyncClient`.
+
+Both speak the same API with the same methods (``submit``, ``submit_many``,
+``get``, ``wait``, ``cancel``); :class:`AsyncClient`'s are ``async``. They
+are thin layers over httpx: the request bodies are built and checked here
+(so a bad argument fails before anything is sent, with a message naming it),
+and every answer other than success becomes a :class:`ServiceError` whose
+class says what happened and whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, final
+
+import anyio
+import attrs
+import httpx
+
+import bulkhead
+
+JobStatus = Literal[
+    "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
+]
+"""The states of a job of the service."""
+
+FINISHED: Final = frozenset({"succeeded", "failed", "cancelled"})
+"""The terminal states: a job in one of them never changes again."""
+
+DEFAULT_MAX_BATCH: Final = 10_000
+"""The server's default ``BULKHEAD_MAX_BATCH``."""
+
+_JSON = {"content-type": "application/json"}
+
+
+# ---------------------------------------------------------------- errors
+
+
+@final
+@attrs.frozen
+class FieldError:
+    """One field a 422 answer refused: which job of a batch, which field, why."""
+
+    field: str
+    """The field's path in the submission, such as ``"args.x"`` or ``"type"``."""
+    message: str
+    """What is wrong with it, in the server's words."""
+    index: int | None = None
+    """The job's position in a :meth:`Client.submit_many` batch; ``None`` for
+    a single submission."""
+
+
+class ServiceError(Exception):
+    """The service answered with an error, or could not be reached.
+
+    The subclasses say which; catch this one for all of them. ``str()`` is
+    the server's message followed by what to do about it.
+    """
+
+    status: int | None
+    """The HTTP status; ``None`` if no answer came (:class:`ServiceUnreachable`)."""
+    error: str
+    """The server's ``error`` message (or the transport's, with no answer)."""
+    fields: tuple[FieldError, ...]
+    """The refused fields of a 422 answer; empty otherwise."""
+    retry_after: float | None
+    """Seconds the server asked to wait (``Retry-After``) before trying again."""
+
+    advice: str = "see the server's log"
+
+    def __init__(
+        self,
+        error: str,
+        *,
+        status: int | None = None,
+        request: str = "",
+        fields: Sequence[FieldError] = (),
+        retry_after: float | None = None,
+        advice: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.fields = tuple(fields)
+        self.retry_after = retry_after
+        answer = "" if status is None else f"{status} "
+        where = f" ({answer}from {request})" if request else ""
+        super().__init__(f"{error}{where}: {advice or self.advice}")
+
+
+class JobRejected(ServiceError):
+    """422 (or 400): the submission does not fit; :attr:`fields` says where.
+
+    Nothing of it was accepted, a batch included.
+    """
+
+    advice = (
+        "fix the fields named (GET /job-types lists each type's arguments) "
+        "and submit again; nothing was accepted"
+    )
+
+
+class JobNotFound(ServiceError):
+    """404: no job has this id, or it finished long enough ago to be pruned."""
+
+    advice = (
+        "check the id that submit() returned; finished jobs are kept for "
+        "BULKHEAD_KEEP_RESULTS_FOR seconds (and BULKHEAD_KEEP_RESULTS jobs)"
+    )
+
+
+class JobAlreadyFinished(ServiceError):
+    """409: :meth:`~Client.cancel` of a job that has already finished."""
+
+    advice = "there is nothing left to cancel; get() shows how it ended"
+
+
+class ServiceBusy(ServiceError):
+    """429 or 503: the pool's backlog is full, or the service is draining or
+    cannot write its journal. Nothing was accepted; :attr:`retry_after` says
+    when to try again."""
+
+    advice = "nothing was accepted; submit again after retry_after seconds"
+
+
+class Unauthorized(ServiceError):
+    """401: the service has a token and the request did not carry it."""
+
+    advice = "give the server's BULKHEAD_TOKEN as Client(url, token=...)"
+
+
+class RequestTooLarge(ServiceError):
+    """413: the body is over the server's ``BULKHEAD_MAX_BODY``."""
+
+    advice = "send fewer jobs per submit_many() call, or smaller arguments"
+
+
+class ServiceUnreachable(ServiceError):
+    """No answer: the connection failed or timed out."""
+
+    advice = "check that bulkhead serve runs at this URL and answers GET /health"
+
+
+class WaitTimeout(TimeoutError):
+    """:meth:`Client.wait` gave up before the job finished.
+
+    The job goes on; :attr:`job` is how it was at the last look.
+    """
+
+    job: JobInfo
+    """The job as the last poll saw it."""
+
+    def __init__(self, job: JobInfo, timeout: float) -> None:
+        super().__init__(
+            f"job {job.id} is still {job.state} after {timeout:g} s: wait longer "
+            f"(timeout=), or cancel({job.id}) if it should not run"
+        )
+        self.job = job
+
+
+_MISSING_ENDPOINT: Final = (
+    "the server does not offer this endpoint: check the URL, or upgrade "
+    "bulkhead serve to the version of this client"
+)
+
+_ERRORS: Final[dict[int, type[ServiceError]]] = {
+    400: JobRejected,
+    401: Unauthorized,
+    404: JobNotFound,
+    409: JobAlreadyFinished,
+    413: RequestTooLarge,
+    422: JobRejected,
+    429: ServiceBusy,
+    503: ServiceBusy,
+}
+
+
+# ---------------------------------------------------------------- values
+
+
+def _check_priority(instance: object, attribute: object, value: Any) -> None:
+    if value is None or isinstance(value, str):
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(
+            f"priority must be a pool's name (low, normal, high, urgent) or "
+            f"number, got {value!r}"
+        )
+
+
+def _check_delay(instance: Submission, attribute: object, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"delay must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"delay must be a finite number of seconds >= 0, got {value}")
+
+
+def _check_run_at(instance: Submission, attribute: object, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, datetime.datetime):
+        raise TypeError(f"run_at must be a datetime.datetime, got {value!r}")
+    if value.utcoffset() is None:
+        raise ValueError(
+            f"run_at must say its time zone, got the naive {value.isoformat()}: "
+            "use datetime.datetime.now(datetime.timezone.utc) or .astimezone()"
+        )
+    if instance.delay is not None:
+        raise ValueError("give delay or run_at, not both")
+
+
+def _check_args(instance: object, attribute: object, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"args must be a mapping of argument names to values, got {value!r}"
+        )
+    for name in value:
+        if not isinstance(name, str):
+            raise TypeError(f"args must be keyed by argument names, got {name!r}")
+
+
+def _args(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return {} if value is None else value
+
+
+def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {value!r}")
+    if not value:
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+@final
+@attrs.frozen
+class Submission:
+    """One job to submit: what :meth:`Client.submit` sends, and each item of
+    :meth:`Client.submit_many`.
+
+    Its fields are checked when it is made, so a bad one raises here, before
+    anything is sent::
+
+        Submission("add", {"x": 2, "y": 3})
+        Submission("report", {"day": "2026-12-03"}, priority="low", delay=3600)
+        Submission("email", {"to": "a@b.c"}, idempotency_key="welcome-a@b.c")
+
+    Raises:
+        TypeError: if a field has the wrong type (``args`` not a mapping,
+            ``delay`` not a number, ``run_at`` not a datetime...).
+        ValueError: if ``type`` or ``idempotency_key`` is empty, ``delay`` is
+            negative, NaN or infinite, ``run_at`` is naive, or both ``delay``
+            and ``run_at`` are given.
+    """
+
+    type: str = attrs.field(validator=_non_empty)
+    """A job type the server registers (``GET /job-types``)."""
+    args: Mapping[str, Any] = attrs.field(
+        default=None, converter=_args, validator=_check_args
+    )
+    """The job function's arguments by name (JSON values)."""
+    priority: int | str | None = attrs.field(
+        default=None, kw_only=True, validator=_check_priority
+    )
+    """The pool to run in: a name (``"low"``, ``"high"``...) or a number;
+    ``None`` for the job type's own pool."""
+    idempotency_key: str | None = attrs.field(
+        default=None, kw_only=True, validator=_non_empty
+    )
+    """A key the server remembers: a second submission with it answers the
+    first job's id (``duplicate=True``) and runs nothing."""
+    delay: float | None = attrs.field(
+        default=None, kw_only=True, validator=_check_delay
+    )
+    """Seconds from acceptance until the job is due (``scheduled`` until then)."""
+    run_at: datetime.datetime | None = attrs.field(
+        default=None, kw_only=True, validator=_check_run_at
+    )
+    """When the job is due, a timezone-aware datetime."""
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of ``POST /jobs`` for this submission."""
+        body: dict[str, Any] = {"type": self.type, "args": self.args}
+        if self.priority is not None:
+            body["priority"] = self.priority
+        if self.idempotency_key is not None:
+            body["idempotency_key"] = self.idempotency_key
+        if self.delay is not None:
+            body["delay"] = self.delay
+        if self.run_at is not None:
+            body["run_at"] = self.run_at.isoformat()
+        return body
+
+
+@final
+@attrs.frozen
+class Submitted:
+    """The answer to :meth:`Client.submit`: the job's id, and whether its
+    idempotency key was seen before (then ``id`` is the first job's)."""
+
+    id: int
+    """The job's id, for :meth:`~Client.get`, :meth:`~Client.wait` and
+    :meth:`~Client.cancel`."""
+    duplicate: bool
+    """``True`` if the idempotency key was seen before and nothing new was
+    accepted."""
+
+
+def _time(value: object) -> datetime.datetime | None:
+    """An RFC 3339 string (or Unix seconds, as servers before 0.2 sent) as
+    an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    if isinstance(value, str):
+        # fromisoformat reads a "Z" suffix only from Python 3.11 on.
+        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        parsed = datetime.datetime.fromisoformat(text)
+        if parsed.utcoffset() is None:
+            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        return parsed.astimezone(datetime.timezone.utc)
+    raise ValueError(f"not a time: {value!r}")
+
+
+@final
+@attrs.frozen
+class JobInfo:
+    """A job as ``GET /jobs/{id}`` shows it; times are aware UTC datetimes.
+
+    ::
+
+        info = client.get(job_id)
+        if info.state == "succeeded":
+            print(info.result, info.finished_at - info.started_at)
+    """
+
+    id: int
+    """The job's id."""
+    type: str
+    """Its job type."""
+    priority: int
+    """The number of the pool it runs in."""
+    state: JobStatus
+    """``scheduled`` (not due yet), ``queued``, ``running``, ``succeeded``,
+    ``failed`` or ``cancelled``."""
+    attempts: int
+    """Attempts started so far (retries included)."""
+    resumed: int
+    """Restarts of the server that found it unfinished and ran it again."""
+    accepted_at: datetime.datetime
+    """When the server accepted it."""
+    run_at: datetime.datetime | None
+    """When it is due (``None`` from a server that has no delayed jobs)."""
+    started_at: datetime.datetime | None
+    """When its latest attempt started; ``None`` before."""
+    finished_at: datetime.datetime | None
+    """When it finished; ``None`` before."""
+    result: Any
+    """Its return value as JSON, once ``succeeded``."""
+    error: str | None
+    """Its exception's type and message once ``failed`` (or why it was
+    ``cancelled``)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job is in a terminal state (it will not change again)."""
+        return self.state in FINISHED
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobInfo:
+        """Read a ``GET /jobs/{id}`` answer.
+
+        Raises:
+            ValueError: if ``data`` is not such an answer.
+        """
+        try:
+            accepted_at = _time(data["accepted_at"])
+            if accepted_at is None:
+                raise ValueError("accepted_at is null")
+            return cls(
+                id=int(data["id"]),
+                type=str(data["type"]),
+                priority=int(data["priority"]),
+                state=data["state"],
+                attempts=int(data["attempts"]),
+                resumed=int(data.get("resumed", 0)),
+                accepted_at=accepted_at,
+                run_at=_time(data.get("run_at")),
+                started_at=_time(data.get("started_at")),
+                finished_at=_time(data.get("finished_at")),
+                result=data.get("result"),
+                error=data.get("error"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"not a job: {data!r} ({exc}); is this URL a bulkhead serve?"
+            ) from None
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"user-agent": f"bulkhead-client/{bulkhead.__version__}"}
+    if token is not None:
+        if not isinstance(token, str) or not token:
+            raise ValueError("token must be a non-empty string, or None for none")
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _encode(body: object) -> bytes:
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"the job's arguments are not JSON ({exc}): give str, int, finite "
+            "float, bool, None, and lists and dicts of them"
+        ) from None
+
+
+def _job_id(id: object) -> int:
+    if isinstance(id, bool) or not isinstance(id, int):
+        raise TypeError(f"a job id is an int, as submit() returns it, got {id!r}")
+    if id < 1:
+        raise ValueError(f"a job id is 1 or more, got {id}")
+    return id
+
+
+def _batch(submissions: object, max_batch: int) -> bytes:
+    if isinstance(submissions, (str, bytes, Submission)) or not isinstance(
+        submissions, Sequence
+    ):
+        raise TypeError(
+            f"submit_many() takes a list of Submission, got {submissions!r}"
+        )
+    if len(submissions) > max_batch:
+        raise ValueError(
+            f"{len(submissions)} submissions are more than one batch may hold "
+            f"({max_batch}, the server's BULKHEAD_MAX_BATCH): split them into "
+            "several submit_many() calls (each is all or nothing), or give "
+            "Client(max_batch=...) if the server allows more"
+        )
+    for i, submission in enumerate(submissions):
+        if not isinstance(submission, Submission):
+            raise TypeError(
+                f"submissions[{i}] is {submission!r}, not a Submission: build "
+                "each with Submission(type, args, ...)"
+            )
+    return _encode({"jobs": [s.body() for s in submissions]})
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None  # an HTTP date: none of our servers sends one
+
+
+def _fields(payload: Mapping[str, Any]) -> list[FieldError]:
+    fields = payload.get("fields")
+    if not isinstance(fields, list):
+        return []
+    return [
+        FieldError(
+            field=str(item.get("field", "")),
+            message=str(item.get("message", "")),
+            index=item.get("index") if isinstance(item.get("index"), int) else None,
+        )
+        for item in fields
+        if isinstance(item, Mapping)
+    ]
+
+
+def _answer(response: httpx.Response) -> Any:
+    """The JSON of a successful answer; else the :class:`ServiceError` it means."""
+    request = f"{response.request.method} {response.request.url.path}"
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if response.is_success and payload is not None:
+        return payload
+    if response.is_success:
+        raise ServiceError(
+            f"the answer is not JSON: {response.text[:200]!r}",
+            status=response.status_code,
+            request=request,
+        )
+    if isinstance(payload, Mapping) and isinstance(payload.get("error"), str):
+        error = payload["error"]
+        fields = _fields(payload)
+    else:  # not one of our servers' answers (a proxy's, or no such route)
+        error = response.text[:200] or response.reason_phrase
+        fields = []
+    kind = _ERRORS.get(response.status_code, ServiceError)
+    advice = None
+    if response.status_code in (404, 405, 501) and response.request.method == "POST":
+        # No such endpoint (GET and DELETE name a job, POST does not).
+        kind, advice = ServiceError, _MISSING_ENDPOINT
+    raise kind(
+        error,
+        status=response.status_code,
+        request=request,
+        fields=fields,
+        retry_after=_retry_after(response),
+        advice=advice,
+    )
+
+
+def _submitted(payload: Any) -> Submitted:
+    return Submitted(id=int(payload["id"]), duplicate=bool(payload["duplicate"]))
+
+
+def _ids(payload: Any, expected: int) -> list[int]:
+    ids = [int(id) for id in payload["ids"]]
+    if len(ids) != expected:
+        raise ServiceError(
+            f"{expected} jobs sent, {len(ids)} ids answered",
+            request="POST /jobs/batch",
+        )
+    return ids
+
+
+def _unreachable(exc: httpx.TransportError, base_url: httpx.URL) -> ServiceUnreachable:
+    # httpx sets the request of every error its client raises.
+    request = f"{exc.request.method} {exc.request.url.path}"
+    return ServiceUnreachable(
+        f"no answer from {base_url}: {type(exc).__name__}: {exc}", request=request
+    )
+
+
+@attrs.define
+class _Backoff:
+    """When :meth:`Client.wait` polls next: ``poll`` seconds, growing by half
+    each time up to ``max_poll``, never past the deadline."""
+
+    timeout: float | None
+    interval: float
+    max_poll: float
+    deadline: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        for name, value in (("poll", self.interval), ("max_poll", self.max_poll)):
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a number of seconds > 0, got {value}")
+        if self.timeout is not None and not (
+            isinstance(self.timeout, (int, float)) and self.timeout >= 0
+        ):
+            raise ValueError(
+                f"timeout must be seconds >= 0, or None to wait for ever, "
+                f"got {self.timeout!r}"
+            )
+        timeout = math.inf if self.timeout is None else self.timeout
+        self.deadline = time.monotonic() + timeout
+
+    def next(self, job: JobInfo) -> float:
+        """Seconds to sleep before the next look at ``job``.
+
+        Raises:
+            WaitTimeout: if the deadline has passed.
+        """
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            assert self.timeout is not None
+            raise WaitTimeout(job, self.timeout)
+        delay = min(self.interval, left)
+        self.interval = min(self.interval * 1.5, self.max_poll)
+        return delay
+
+
+def _check_max_batch(max_batch: int) -> int:
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+    return max_batch
+
+
+# ---------------------------------------------------------------- clients
+
+
+@final
+class Client:
+    """A client of ``bulkhead serve`` at ``base_url`` (sync; see :class:`AsyncClient`).
+
+    Use it as a context manager, which closes its connections at exit::
+
+        from bulkhead.service import Client, Submission
+
+        with Client("http://127.0.0.1:8080", token="s3cret") as client:
+            job = client.submit("add", {"x": 2, "y": 3})
+            print(client.wait(job.id, timeout=10).result)  # 5
+            ids = client.submit_many(
+                [Submission("add", {"x": i}) for i in range(1000)]
+            )
+
+    Args:
+        base_url: The service's URL, such as ``"http://127.0.0.1:8080"``.
+        token: The server's bearer token (``BULKHEAD_TOKEN``), if it has one.
+        timeout: Seconds for each HTTP request (connect, send, answer), or
+            ``None`` for no limit. :meth:`wait` has its own ``timeout``.
+        max_batch: The most jobs :meth:`submit_many` sends in one call: the
+            server's ``BULKHEAD_MAX_BATCH``.
+
+    Every method raises :class:`ServiceError` (one of its subclasses) when
+    the server refuses or cannot be reached.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.max_batch = _check_max_batch(max_batch)
+        self._http = httpx.Client(
+            base_url=base_url, headers=_headers(token), timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"<bulkhead.service.Client {self._http.base_url}>"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client's connections; it cannot be used after this."""
+        self._http.close()
+
+    def _request(self, method: str, path: str, content: bytes | None = None) -> Any:
+        try:
+            response = self._http.request(
+                method,
+                path,
+                content=content,
+                headers=None if content is None else _JSON,
+            )
+        except httpx.TransportError as exc:
+            raise _unreachable(exc, self._http.base_url) from exc
+        return _answer(response)
+
+    def submit(
+        self,
+        type: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        priority: int | str | None = None,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+        run_at: datetime.datetime | None = None,
+    ) -> Submitted:
+        """Submit one job (``POST /jobs``); it is in the server's journal
+        when this returns.
+
+        ::
+
+            job = client.submit("add", {"x": 2, "y": 3})
+            later = client.submit("report", {"day": "mon"}, delay=3600)
+
+        Args are those of :class:`Submission`.
+
+        Returns:
+            Submitted: the job's id, and whether the idempotency key was
+            seen before.
+
+        Raises:
+            TypeError, ValueError: if an argument is bad (nothing is sent).
+            JobRejected: if the server refuses the type, priority or args.
+            ServiceBusy: if the pool's backlog is full or the service drains.
+        """
+        submission = Submission(
+            type,
+            args,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            run_at=run_at,
+        )
+        return _submitted(self._request("POST", "/jobs", _encode(submission.body())))
+
+    def submit_many(self, submissions: Sequence[Submission]) -> list[int]:
+        """Submit a batch of jobs in one request (``POST /jobs/batch``): all
+        are accepted or none is.
+
+        One call sends one batch; a list longer than :attr:`max_batch` is
+        refused, never split (splitting would make it several transactions).
+        An empty list sends nothing and returns ``[]``.
+
+        ::
+
+            ids = client.submit_many(
+                [Submission("add", {"x": i, "y": 1}) for i in range(1000)]
+            )
+
+        Returns:
+            list[int]: the jobs' ids, in the order of ``submissions``.
+
+        Raises:
+            ValueError: if there are more than :attr:`max_batch` submissions.
+            TypeError: if an item is not a :class:`Submission`.
+            JobRejected: if any job is refused (:attr:`~ServiceError.fields`
+                names each by its ``index``); nothing was accepted.
+            ServiceBusy: if a pool's backlog is full; nothing was accepted.
+        """
+        content = _batch(submissions, self.max_batch)
+        if not submissions:
+            return []
+        return _ids(self._request("POST", "/jobs/batch", content), len(submissions))
+
+    def get(self, id: int) -> JobInfo:
+        """Read a job (``GET /jobs/{id}``).
+
+        ::
+
+            info = client.get(job.id)   # info.state == "queued", ...
+
+        Raises:
+            JobNotFound: if there is no such job (or it was pruned).
+        """
+        return JobInfo.from_json(self._request("GET", f"/jobs/{_job_id(id)}"))
+
+    def wait(
+        self,
+        id: int,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.05,
+        max_poll: float = 1.0,
+    ) -> JobInfo:
+        """Poll a job until it has finished, and return it.
+
+        It polls after ``poll`` seconds, then half again as long each time,
+        up to ``max_poll``. A failed or cancelled job is returned too: look
+        at its ``state`` and ``error``.
+
+        ::
+
+            info = client.wait(job.id, timeout=30)
+            if info.state == "succeeded":
+                print(info.result)
+
+        Args:
+            id: The job's id.
+            timeout: Seconds to wait at most; ``None`` waits for ever.
+            poll: Seconds before the second look.
+            max_poll: The longest pause between two looks.
+
+        Raises:
+            WaitTimeout: if the job has not finished within ``timeout``
+                (the job goes on).
+            JobNotFound: if there is no such job.
+        """
+        backoff = _Backoff(timeout, poll, max_poll)
+        while True:
+            job = self.get(id)
+            if job.finished:
+                return job
+            time.sleep(backoff.next(job))
+
+    def cancel(self, id: int) -> JobInfo:
+        """Cancel a scheduled, queued or running job (``DELETE /jobs/{id}``).
+
+        Returns the job as it is once cancellation is requested; it ends
+        ``cancelled`` soon after (:meth:`wait` for it).
+
+        Raises:
+            JobNotFound: if there is no such job.
+            JobAlreadyFinished: if it has already finished.
+        """
+        return JobInfo.from_json(self._request("DELETE", f"/jobs/{_job_id(id)}"))
+
+
+@final
+class AsyncClient:
+    """The async twin of :class:`Client`, for trio (httpx runs on it through
+    anyio): the same arguments and methods, awaited.
+
+    ::
+
+        from bulkhead.service import AsyncClient
+
+        async with AsyncClient("http://127.0.0.1:8080") as client:
+            job = await client.submit("add", {"x": 2, "y": 3})
+            info = await client.wait(job.id, timeout=10)
+
+    Each method is a checkpoint. Cancelled during a request, it may or may
+    not have reached the server: a cancelled :meth:`submit` may have
+    accepted the job (give an ``idempotency_key`` to submit it again
+    safely).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.max_batch = _check_max_batch(max_batch)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_headers(token), timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"<bulkhead.service.AsyncClient {self._http.base_url}>"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's connections; it cannot be used after this."""
+        await self._http.aclose()
+
+    async def _request(
+        self, method: str, path: str, content: bytes | None = None
+    ) -> Any:
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=content,
+                headers=None if content is None else _JSON,
+            )
+        except httpx.TransportError as exc:
+            raise _unreachable(exc, self._http.base_url) from exc
+        return _answer(response)
+
+    async def submit(
+        self,
+        type: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        priority: int | str | None = None,
+        idempotency_key: str | None = None,
+        delay: float | None = None,
+        run_at: datetime.datetime | None = None,
+    ) -> Submitted:
+        """Like :meth:`Client.submit`, awaited."""
+        submission = Submission(
+            type,
+            args,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            run_at=run_at,
+        )
+        payload = await self._request("POST", "/jobs", _encode(submission.body()))
+        return _submitted(payload)
+
+    async def submit_many(self, submissions: Sequence[Submission]) -> list[int]:
+        """Like :meth:`Client.submit_many`, awaited."""
+        content = _batch(submissions, self.max_batch)
+        if not submissions:
+            await anyio.lowlevel.checkpoint()
+            return []
+        payload = await self._request("POST", "/jobs/batch", content)
+        return _ids(payload, len(submissions))
+
+    async def get(self, id: int) -> JobInfo:
+        """Like :meth:`Client.get`, awaited."""
+        return JobInfo.from_json(await self._request("GET", f"/jobs/{_job_id(id)}"))
+
+    async def wait(
+        self,
+        id: int,
+        timeout: float | None = None,  # noqa: ASYNC109  # Client.wait's signature
+        *,
+        poll: float = 0.05,
+        max_poll: float = 1.0,
+    ) -> JobInfo:
+        """Like :meth:`Client.wait`, awaited; a cancel scope around it works too."""
+        backoff = _Backoff(timeout, poll, max_poll)
+        while True:
+            job = await self.get(id)
+            if job.finished:
+                return job
+            await anyio.sleep(backoff.next(job))
+
+    async def cancel(self, id: int) -> JobInfo:
+        """Like :meth:`Client.cancel`, awaited."""
+        return JobInfo.from_json(await self._request("DELETE", f"/jobs/{_job_id(id)}"))
