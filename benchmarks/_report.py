@@ -40,7 +40,6 @@ def render(
         ("memory", _memory),
         ("scaling", _scaling),
         ("dask", _dask),
-        ("service", _service),
     ):
         if name in data and (sections is None or name in sections):
             parts.append(fn(data, markdown))
@@ -308,48 +307,3 @@ def _dask_crossover(s: dict[str, Any], short: dict[str, str], markdown: bool) ->
     close = f"within {(s['close_to_raw'] - 1) * 100:.0f}% of map+wait"
     headers = ["crossover (best of k)", "faster than serial", close]
     return table(headers, rows, markdown=markdown)
-
-
-def _service(data: dict[str, Any], markdown: bool) -> str:
-    s = data["service"]
-    if "unavailable" in s:
-        return f"{_title('service', markdown)}\n{s['unavailable']}"
-    title = (
-        f"service: {s['submissions']:,} POST /jobs from {s['clients']} concurrent "
-        f"clients, real servers on 127.0.0.1, best of {s['repeat']}"
-    )
-    headers = [
-        "server",
-        "submissions/s",
-        "median run /s",
-        "p50 ms",
-        "p99 ms",
-        "answers",
-        "time / journal on",
-    ]
-    rows = [
-        [
-            r["label"],
-            r["per_second"],
-            r["per_second_median"],
-            r["p50_ms"],
-            r["p99_ms"],
-            ", ".join(f"{n:,} x {status}" for status, n in r["statuses"].items()),
-            f"{s['ratios'][key]:.2f}x",
-        ]
-        for key, r in s["results"].items()
-    ]
-    legend = (
-        f"pools {s['pools']}; the job is examples/service_jobs.py's add (high "
-        "pool); every server logs a JSON line per job to a file. p50/p99: "
-        "latency of one POST /jobs in the best run; time / journal on > 1: "
-        "slower than bulkhead serve with its journal"
-    )
-    nl = "\n\n" if markdown else "\n"
-    return (
-        _title(title, markdown)
-        + "\n"
-        + table(headers, rows, markdown=markdown)
-        + nl
-        + legend
-    )

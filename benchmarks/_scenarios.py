@@ -53,9 +53,6 @@ class Settings:
     dask_max_rounds: int
     dask_budget_ms: float  # dask: serial work per measurement, sets the rounds
     dask_repeat: int
-    service_submissions: int  # service: POST /jobs per run, over all clients
-    service_clients: int
-    service_repeat: int
 
 
 FULL = Settings(
@@ -84,9 +81,6 @@ FULL = Settings(
     dask_max_rounds=2,
     dask_budget_ms=200,
     dask_repeat=3,
-    service_submissions=3000,
-    service_clients=32,
-    service_repeat=3,
 )
 
 QUICK = Settings(
@@ -115,9 +109,6 @@ QUICK = Settings(
     dask_max_rounds=2,
     dask_budget_ms=100,
     dask_repeat=1,
-    service_submissions=400,
-    service_clients=16,
-    service_repeat=1,
 )
 
 
@@ -683,85 +674,6 @@ def _bind(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any
     return run
 
 
-# service: key -> label, in the order of the tables
-SERVICE_CONTENDERS = {
-    "bulkhead_journal": "bulkhead serve, SQLite journal",
-    "bulkhead_memory": "bulkhead serve, --journal :memory:",
-    "trio_channel": "same FastAPI app, plain trio channel per pool",
-}
-SERVICE_SKIPPED = (
-    "the service extra or httpx is not installed "
-    "(pip install 'bulkhead[service,bench]'): service scenario skipped"
-)
-
-
-def run_service(s: Settings, bh: ModuleType | None) -> dict[str, Any]:
-    """``POST /jobs`` to real servers: journal on, journal off, plain channel.
-
-    The servers start once, before anything is timed, and each gets an untimed
-    warm-up run; then the contenders run interleaved (``_service.py``).
-    """
-    if bh is None or not all(map(have, ("fastapi", "hypercorn", "httpx"))):
-        log(f"  {SERVICE_SKIPPED}")
-        return {"unavailable": SERVICE_SKIPPED, "results": {}}
-    import _service
-
-    load = functools.partial(
-        _service.submit_load,
-        submissions=s.service_submissions,
-        clients=s.service_clients,
-    )
-    with _service.servers(list(SERVICE_CONTENDERS)) as servers:
-        log("  service: servers up, warming up (not timed)")
-        for server in servers.values():
-            _service.submit_load(server.url, 2 * s.service_clients, s.service_clients)
-        contenders = [
-            Contender(
-                key,
-                label,
-                _bind(load, servers[key].url),
-                bulkhead=key.startswith("bulkhead"),
-            )
-            for key, label in SERVICE_CONTENDERS.items()
-        ]
-        raw = interleave(contenders, s.service_repeat, progress="service")
-    results: dict[str, Any] = {}
-    for key, label in SERVICE_CONTENDERS.items():
-        runs = raw[key]
-        statuses: dict[str, int] = {}
-        for run in runs:
-            for status, count in run["statuses"].items():
-                statuses[str(status)] = statuses.get(str(status), 0) + count
-        seconds = summary([run["seconds"] for run in runs])
-        results[key] = {
-            "label": label,
-            "bulkhead": key.startswith("bulkhead"),
-            "seconds": seconds,
-            "per_second": s.service_submissions / seconds["min"],
-            "per_second_median": s.service_submissions / seconds["median"],
-            # the best run's latencies, in ms: the run the rate comes from
-            **_latencies(min(runs, key=lambda run: run["seconds"])["latencies"]),
-            "statuses": statuses,
-        }
-    ours = results["bulkhead_journal"]["seconds"]["min"]
-    return {
-        "submissions": s.service_submissions,
-        "clients": s.service_clients,
-        "repeat": s.service_repeat,
-        "pools": _service.POOLS,
-        "results": results,
-        # contender time / journal-on time: >1 means bulkhead serve is faster
-        "ratios": {key: r["seconds"]["min"] / ours for key, r in results.items()},
-    }
-
-
-def _latencies(seconds: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": percentile(seconds, 50) * 1e3,
-        "p99_ms": percentile(seconds, 99) * 1e3,
-    }
-
-
 # --------------------------------------------------------------------------
 # the goals of issue 6
 # --------------------------------------------------------------------------
@@ -890,15 +802,6 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             r,
             FLAT,
             ok,
-        )
-    for key, r in results.get("service", {}).get("results", {}).items():
-        refused = sum(n for status, n in r["statuses"].items() if status != "202")
-        add(
-            f"service: every POST /jobs to {key} answered 202",
-            refused,
-            0,
-            refused == 0,
-            "other answers",
         )
     return out
 

@@ -22,7 +22,6 @@ Alternatives that are not dependencies of bulkhead (anyio, aiometer, aiojobs)
 come with the ``bench`` extra; a missing one is skipped and named in the report.
 The ``dask`` scenario needs ``distributed`` (the ``dask`` extra, which ``make
 bench`` installs); without it the scenario is skipped, with a line that says so.
-The ``service`` scenario likewise needs the ``service`` extra and httpx.
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ SCENARIOS = (
     "memory",
     "scaling",
     "dask",
-    "service",
 )
 SMOKE: dict[str, Any] = {
     "repeat": 1,
@@ -74,8 +72,6 @@ SMOKE: dict[str, Any] = {
     "dask_slots": 4,
     "dask_per_round": 4,
     "dask_max_rounds": 1,
-    "service_submissions": 40,
-    "service_clients": 4,
 }
 """What ``--smoke`` changes in the ``--quick`` settings."""
 

@@ -21,7 +21,6 @@ SCENARIOS = {
     "memory",
     "scaling",
     "dask",
-    "service",
 }
 
 
