@@ -93,7 +93,7 @@ class ServiceError(Exception):
 
 
 class JobRejected(ServiceError):
-    """422 (or 400): the submission does not fit; :attr:`fields` says where.
+    """422 (or 400): the submission does not fit; ``fields`` says where.
 
     Nothing of it was accepted, a batch included.
     """
@@ -121,7 +121,7 @@ class JobAlreadyFinished(ServiceError):
 
 class ServiceBusy(ServiceError):
     """429 or 503: the pool's backlog is full, or the service is draining or
-    cannot write its journal. Nothing was accepted; :attr:`retry_after` says
+    cannot write its journal. Nothing was accepted; ``retry_after`` says
     when to try again."""
 
     advice = "nothing was accepted; submit again after retry_after seconds"
@@ -244,8 +244,9 @@ class Submission:
     """One job to submit: what :meth:`Client.submit` sends, and each item of
     :meth:`Client.submit_many`.
 
-    Its fields are checked when it is made, so a bad one raises here, before
-    anything is sent::
+    ``type`` names a job type the server registers (``GET /job-types``),
+    ``args`` its arguments. The fields are checked when it is made, so a bad
+    one raises here, before anything is sent::
 
         Submission("add", {"x": 2, "y": 3})
         Submission("report", {"day": "2026-12-03"}, priority="low", delay=3600)
@@ -268,13 +269,13 @@ class Submission:
     priority: int | str | None = attrs.field(
         default=None, kw_only=True, validator=_check_priority
     )
-    """The pool to run in: a name (``"low"``, ``"high"``...) or a number;
+    """The pool to run in, by name (``"low"``, ``"high"``...) or number;
     ``None`` for the job type's own pool."""
     idempotency_key: str | None = attrs.field(
         default=None, kw_only=True, validator=_non_empty
     )
-    """A key the server remembers: a second submission with it answers the
-    first job's id (``duplicate=True``) and runs nothing."""
+    """A key the server remembers, so that a second submission with it
+    answers the first job's id (``duplicate=True``) and runs nothing."""
     delay: float | None = attrs.field(
         default=None, kw_only=True, validator=_check_delay
     )
@@ -333,6 +334,8 @@ def _time(value: object) -> datetime.datetime | None:
 @attrs.frozen
 class JobInfo:
     """A job as ``GET /jobs/{id}`` shows it; times are aware UTC datetimes.
+
+    ``type`` is its job type's name; the other fields are below.
 
     ::
 
@@ -699,7 +702,7 @@ class Client:
         """Submit a batch of jobs in one request (``POST /jobs/batch``): all
         are accepted or none is.
 
-        One call sends one batch; a list longer than :attr:`max_batch` is
+        One call sends one batch; a list longer than ``max_batch`` is
         refused, never split (splitting would make it several transactions).
         An empty list sends nothing and returns ``[]``.
 
@@ -713,7 +716,7 @@ class Client:
             list[int]: the jobs' ids, in the order of ``submissions``.
 
         Raises:
-            ValueError: if there are more than :attr:`max_batch` submissions.
+            ValueError: if there are more than ``max_batch`` submissions.
             TypeError: if an item is not a :class:`Submission`.
             JobRejected: if any job is refused (:attr:`~ServiceError.fields`
                 names each by its ``index``); nothing was accepted.
