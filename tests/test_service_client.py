@@ -329,6 +329,7 @@ def test_answers_of_a_server_that_is_not_bulkhead(foreign: str) -> None:
     [
         ({"type": ""}, ValueError, "type must not be empty"),
         ({"type": 3}, TypeError, "type must be a string, got 3"),
+        ({"type": None}, TypeError, "type must be a string, got None"),
         (
             {"args": [1]},
             TypeError,
@@ -403,6 +404,19 @@ def test_arguments_that_are_not_json_are_refused_before_sending() -> None:
                 r"finite float, bool, None, and lists and dicts of them$",
             ):
                 client.submit("add", args)
+
+
+def test_a_batch_with_arguments_that_are_not_json_names_the_job() -> None:
+    jobs = [Submission("add", {"x": 1}), Submission("add", {"x": math.inf})]
+    with (
+        Client("http://127.0.0.1:1") as client,
+        pytest.raises(
+            ValueError,
+            match=r"^the arguments of submissions\[1\] are not JSON \(.*\): give "
+            r"str, int, finite float, bool, None, and lists and dicts of them$",
+        ),
+    ):
+        client.submit_many(jobs)
 
 
 def test_submission_bodies() -> None:

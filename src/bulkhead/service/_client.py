@@ -230,7 +230,7 @@ def _args(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None:
+    if value is None and attribute.name != "type":
         return
     if not isinstance(value, str):
         raise TypeError(f"{attribute.name} must be a string, got {value!r}")
@@ -419,13 +419,13 @@ def _headers(token: str | None) -> dict[str, str]:
     return headers
 
 
-def _encode(body: object) -> bytes:
+def _encode(body: object, what: str = "the job's arguments are") -> bytes:
     try:
         return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(
-            f"the job's arguments are not JSON ({exc}): give str, int, finite "
-            "float, bool, None, and lists and dicts of them"
+            f"{what} not JSON ({exc}): give str, int, finite float, bool, None, "
+            "and lists and dicts of them"
         ) from None
 
 
@@ -457,7 +457,13 @@ def _batch(submissions: object, max_batch: int) -> bytes:
                 f"submissions[{i}] is {submission!r}, not a Submission: build "
                 "each with Submission(type, args, ...)"
             )
-    return _encode({"jobs": [s.body() for s in submissions]})
+    bodies = [s.body() for s in submissions]
+    try:
+        return _encode({"jobs": bodies})
+    except ValueError:
+        for i, body in enumerate(bodies):  # which one: say it
+            _encode(body, f"the arguments of submissions[{i}] are")
+        raise
 
 
 def _retry_after(response: httpx.Response) -> float | None:
