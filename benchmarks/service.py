@@ -33,6 +33,12 @@ e2e
     100,000 trivial jobs submitted in batches of 1,000 by 4 tasks, timed
     from the first request until ``GET /stats`` counts the last one
     ``succeeded``.
+profile (not in the default parts)
+    ``py-spy record`` of ``bulkhead serve`` with its SQLite journal under
+    ``wrk -t1 -c50``: the share of its CPU samples per layer (HTTP parsing,
+    FastAPI, validation, the service core, the journal, the job's run...),
+    see ``_service_profile.py``. Needs py-spy on PATH (``pip install
+    py-spy``).
 memory
     Server RSS after a warm-up with an empty backlog, then with a backlog of
     1,000,000 queued rows (``sleep`` jobs of an hour in a pool of two
@@ -137,6 +143,7 @@ QUICK = Settings(
 )
 
 PARTS = ("single", "batch", "e2e", "memory")
+OPTIONAL_PARTS = ("profile",)
 
 
 def log(message: str) -> None:
@@ -575,6 +582,40 @@ def run_memory(s: Settings, folder: Path) -> dict[str, Any]:
     }
 
 
+def run_profile(s: Settings, folder: Path) -> dict[str, Any]:
+    import _service_profile
+
+    if shutil.which("py-spy") is None:
+        raise RuntimeError("py-spy is not on PATH: pip install py-spy")
+    here = folder / "profile"
+    body = _body(folder, "add", ADD)
+    command = bulkhead_command(str(here / "journal.sqlite3"))
+    seconds = max(s.duration * 2, 2)
+    with running("profile", command, here) as server:
+        wrk(server, body, threads=1, connections=10, duration=1)  # warm-up
+        load = subprocess.Popen(
+            [
+                *("wrk", "-t1", f"-c{s.connections}", f"-d{seconds + 2}s"),
+                *("-s", str(LUA), server.url, "--", str(body)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1)
+        stacks = _service_profile.record(server.pid, seconds, here / "stacks.txt")
+        output, _ = load.communicate()
+    result = _service_profile.layers(stacks)
+    wrk_line = next(x for x in output.splitlines() if x.startswith("WRKJSON "))
+    under = json.loads(wrk_line.removeprefix("WRKJSON "))
+    result["per_second_while_profiled"] = (
+        under["statuses"].get("202", 0) / under["duration_us"] * 1e6
+    )
+    result["seconds"] = seconds
+    for layer, share in result["layers"].items():
+        log(f"  profile: {share:6.1%}  {layer}")
+    return result
+
+
 def _log(folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}.log"
@@ -708,6 +749,20 @@ def markdown(data: dict[str, Any]) -> str:
             f"{m['restart_growth_mib']:+.1f} MiB after the restart, which answered "
             f"after {m['restart_answers_after_seconds']:.2f} s.",
         ]
+    if "layers" in results.get("profile", {}):
+        p = results["profile"]
+        out += [
+            "",
+            "## Where a submission's time goes (SQLite journal)",
+            "",
+            f"py-spy, {p['samples']:,} samples over {p['seconds']} s of wrk -t1 -c50 "
+            f"({p['per_second_while_profiled']:,.0f} req/s while sampled); each "
+            "sample goes to the layer of its innermost known frame.",
+            "",
+            "| layer | share of CPU samples |",
+            "| --- | ---: |",
+            *(f"| {k} | {v:.1%} |" for k, v in p["layers"].items()),
+        ]
     out += ["", "## Targets (issue 17)", ""]
     for t in data["targets"]:
         mark = "met" if t["met"] else "**missed**"
@@ -723,6 +778,7 @@ RUNNERS: dict[str, Callable[[Settings, Path], dict[str, Any]]] = {
     "batch": run_batch,
     "e2e": run_e2e,
     "memory": run_memory,
+    "profile": run_profile,
 }
 
 
@@ -730,14 +786,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
     parser.add_argument(
-        "--only", default=",".join(PARTS), help=f"parts, of {','.join(PARTS)}"
+        "--only",
+        default=",".join(PARTS),
+        help=f"parts, of {','.join(PARTS + OPTIONAL_PARTS)} (default: all but "
+        f"{','.join(OPTIONAL_PARTS)})",
     )
     parser.add_argument("--output", type=Path, help="where to write the JSON")
     args = parser.parse_args(argv)
     parts = [p for p in args.only.split(",") if p]
-    if unknown := set(parts) - set(PARTS):
+    if unknown := set(parts) - set(PARTS + OPTIONAL_PARTS):
         parser.error(f"unknown parts {sorted(unknown)}: choose from {PARTS}")
-    if shutil.which("wrk") is None and {"single", "batch"} & set(parts):
+    if shutil.which("wrk") is None and {"single", "batch", "profile"} & set(parts):
         parser.error("wrk is not installed: apt-get install wrk (make bench does)")
     settings = QUICK if args.quick else FULL
     output = args.output
