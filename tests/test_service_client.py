@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from bulkhead.service import (
     AsyncClient,
@@ -548,6 +549,20 @@ async def test_async_client_submits_waits_and_cancels(server: ServerProcess) -> 
         with pytest.raises(JobRejected):
             await client.submit("add", {"x": "two"})
         assert await client.submit_many([]) == []
+
+
+async def test_every_async_method_is_a_checkpoint(server: ServerProcess) -> None:
+    async with AsyncClient(server.url, timeout=10) as client:
+        with trio.testing.assert_checkpoints():
+            job = await client.submit("add", {"x": 1})
+        with trio.testing.assert_checkpoints():
+            await client.get(job.id)
+        with trio.testing.assert_checkpoints():
+            await client.wait(job.id, timeout=10)
+        with trio.testing.assert_checkpoints():
+            assert await client.submit_many([]) == []
+        with trio.testing.assert_checkpoints(), pytest.raises(JobAlreadyFinished):
+            await client.cancel(job.id)
 
 
 async def test_async_wait_obeys_the_callers_cancel_scope(
