@@ -33,7 +33,7 @@ from starlette.routing import Route
 # The very request model of ``bulkhead serve`` (a module-level name, so that
 # FastAPI resolves the annotation below under ``from __future__ import
 # annotations``).
-from bulkhead.service._app import JobSubmission
+from bulkhead.service._http._models import JobSubmission
 
 
 def starlette_app() -> Any:

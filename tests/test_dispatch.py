@@ -16,7 +16,7 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 import bulkhead
 from bulkhead import JobState, PoolConfig
 
-from ._jobs import hang_until, noop, ret, sync_noop
+from ._jobs import hang_until, noop, ret
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 
@@ -426,10 +426,6 @@ async def test_a_coroutine_object_gets_the_did_you_mean_hint() -> None:
         assert d.statistics().total.submitted == 0
 
 
-NOT_ASYNC = (
-    r"^{fn} is not an async function, but this is an async pool: make it "
-    r'`async def`, or dispatch it to a PoolConfig\(kind="thread"\) pool$'
-)
 NOT_SYNC = (
     r"^{fn} is an async function, but this is a thread pool that calls sync "
     r"functions: dispatch it to an async pool$"
@@ -439,7 +435,6 @@ NOT_SYNC = (
 @pytest.mark.parametrize(
     ("fn", "kind", "message"),
     [
-        (sync_noop, "async", NOT_ASYNC),
         (noop, "thread", NOT_SYNC),
         (AsyncCallable(), "thread", NOT_SYNC),
         (42, "async", r"^dispatch\(\) needs a function to call, got {fn}$"),

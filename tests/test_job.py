@@ -464,3 +464,37 @@ async def test_an_unreported_failure_does_not_pin_its_job() -> None:
             await d.barrier()
     # Each failure itself is kept for the barrier, by design; the Job is not.
     assert alive == 0
+
+
+# ------------------------------------------------------------------------- tag
+
+
+async def test_tag_rides_on_the_handle_from_every_dispatch_path() -> None:
+    record = {"caller": "row 7"}
+    async with bulkhead.open_dispatcher({1: 4}) as d:
+        untagged = await d.dispatch(noop, priority=1)
+        assert untagged.tag is None
+        job = await d.dispatch(noop, priority=1, tag=record)
+        assert job.tag is record
+        nowait = d.dispatch_nowait(noop, priority=1, tag=42)
+        assert nowait.tag == 42
+        many = await d.dispatch_many(ret, [(1,), (2,)], priority=1, tag="round 3")
+        assert [j.tag for j in many] == ["round 3", "round 3"]
+        await d.barrier()
+        # Kept after the job ended, where the function and arguments are not.
+        assert job.tag is record
+        assert job.state is JobState.SUCCEEDED
+
+
+async def test_hooks_find_the_callers_record_through_the_tag() -> None:
+    seen: list[tuple[str, object]] = []
+    hooks = bulkhead.Hooks(
+        on_started=lambda job: seen.append(("started", job.tag)),
+        on_retried=lambda job, exc, delay: seen.append(("retried", job.tag)),
+        on_finished=lambda job, duration: seen.append(("finished", job.tag)),
+    )
+    retry = Retry(attempts=2, backoff=0, jitter=False)
+    async with bulkhead.open_dispatcher({1: 1}, hooks=hooks, on_error="record") as d:
+        await d.dispatch(fail, "boom", priority=1, retry=retry, tag="mine")
+        await d.barrier()
+    assert seen == [("started", "mine"), ("retried", "mine"), ("finished", "mine")]

@@ -236,7 +236,8 @@ async def test_rejected_counts_dispatch_nowait_refusals_only() -> None:
         with pytest.raises(bulkhead.UnknownPriority):
             d.dispatch_nowait(noop, priority=9)
         with pytest.raises(TypeError):
-            d.dispatch_nowait(sync_double, 1, priority=1)
+            d.dispatch_nowait(42, priority=1)  # type: ignore[call-overload]
+
         assert d.statistics().total.rejected == 1
         release.set()
         await d.finalize()

@@ -1,4 +1,6 @@
-"""kind="thread" pools: real threads, bounded and isolated, abandoned not interrupted.
+"""Sync jobs in threads: bounded, isolated, abandoned not interrupted.
+
+They run in ``kind="thread"`` pools and, for a sync function, in async pools.
 
 Every thread a test starts blocks on a ``threading.Event`` the test holds and
 opens; the ``probe`` fixture opens any gate left shut when the test ends, and
@@ -21,8 +23,13 @@ from trio.testing import wait_all_tasks_blocked
 
 import bulkhead
 from bulkhead import JobCancelled, JobState, PoolConfig
+from bulkhead._policy import Kind
 
 from ._jobs import spin_until
+
+SYNC_KINDS = pytest.mark.parametrize("kind", ["thread", "async"])
+"""Where a sync function runs in a worker thread: a thread pool, and an
+async pool given a sync function (which runs it as a thread pool would)."""
 
 HANG_GUARD = 10.0
 """Real seconds after which a test that should not block at all fails."""
@@ -128,9 +135,10 @@ def sync_noop() -> None:
 # ----------------------------------------------------------------- basics
 
 
-async def test_sync_functions_run_in_worker_threads() -> None:
+@SYNC_KINDS
+async def test_sync_functions_run_in_worker_threads(kind: Kind) -> None:
     async with bulkhead.open_dispatcher(
-        [PoolConfig(1, 2, kind="thread")], on_error="record"
+        [PoolConfig(1, 2, kind=kind)], on_error="record"
     ) as d:
         with trio.fail_after(HANG_GUARD):
             job = await d.dispatch(thread_ident, "value", priority=1)
@@ -146,13 +154,13 @@ async def test_sync_functions_run_in_worker_threads() -> None:
         assert (stats.succeeded, stats.failed) == (1, 1)
 
 
+@SYNC_KINDS
 async def test_a_thread_pool_never_runs_more_than_its_workers_at_once(
+    kind: Kind,
     probe: Probe,
 ) -> None:
     names = [f"j{i}" for i in range(6)]
-    async with bulkhead.open_dispatcher(
-        [PoolConfig(1, 2, kind="thread", queue=4)]
-    ) as d:
+    async with bulkhead.open_dispatcher([PoolConfig(1, 2, kind=kind, queue=4)]) as d:
         jobs = [await d.dispatch(probe.job, name, priority=1) for name in names]
         await probe.entered("j0")
         await probe.entered("j1")
@@ -176,11 +184,13 @@ async def test_a_thread_pool_never_runs_more_than_its_workers_at_once(
     assert [job.state for job in jobs] == [JobState.SUCCEEDED] * len(names)
 
 
+@SYNC_KINDS
 async def test_a_saturated_thread_pool_never_blocks_another_thread_pool(
+    kind: Kind,
     probe: Probe,
 ) -> None:
     async with bulkhead.open_dispatcher(
-        [PoolConfig(1, 1, kind="thread"), PoolConfig(2, 1, kind="thread")]
+        [PoolConfig(1, 1, kind=kind), PoolConfig(2, 1, kind=kind)]
     ) as d:
         stuck = await d.dispatch(probe.job, "stuck", priority=1)
         await probe.entered("stuck")
@@ -194,12 +204,13 @@ async def test_a_saturated_thread_pool_never_blocks_another_thread_pool(
         probe.release("stuck")
 
 
-async def test_thread_pools_never_use_the_default_thread_limiter() -> None:
+@SYNC_KINDS
+async def test_thread_pools_never_use_the_default_thread_limiter(kind: Kind) -> None:
     default = trio.to_thread.current_default_thread_limiter()
     default.total_tokens = 1
     async with (
         default,
-        bulkhead.open_dispatcher([PoolConfig(1, 2, kind="thread")]) as d,
+        bulkhead.open_dispatcher([PoolConfig(1, 2, kind=kind)]) as d,
     ):
         # Every default token is taken: a pool borrowing from it would hang.
         with trio.fail_after(HANG_GUARD):
@@ -208,7 +219,8 @@ async def test_thread_pools_never_use_the_default_thread_limiter() -> None:
         assert default.borrowed_tokens == 1
 
 
-async def test_context_variables_follow_the_job_into_the_thread() -> None:
+@SYNC_KINDS
+async def test_context_variables_follow_the_job_into_the_thread(kind: Kind) -> None:
     def read_and_write() -> str:
         seen = request_id.get("unset")
         request_id.set("changed in the thread")
@@ -216,8 +228,8 @@ async def test_context_variables_follow_the_job_into_the_thread() -> None:
 
     async with bulkhead.open_dispatcher(
         [
-            PoolConfig(1, 1, kind="thread"),
-            PoolConfig(2, 1, kind="thread", copy_context=False),
+            PoolConfig(1, 1, kind=kind),
+            PoolConfig(2, 1, kind=kind, copy_context=False),
         ]
     ) as d:
         request_id.set("req-7")
@@ -240,13 +252,6 @@ async def test_context_variables_follow_the_job_into_the_thread() -> None:
             r"is a thread pool that calls sync functions: dispatch it to an async "
             r"pool$",
         ),
-        (
-            sync_noop,
-            "async",
-            r"^<function sync_noop at 0x[0-9a-f]+> is not an async function, but "
-            r"this is an async pool: make it `async def`, or dispatch it to a "
-            r'PoolConfig\(kind="thread"\) pool$',
-        ),
     ],
 )
 async def test_a_function_of_the_wrong_kind_is_rejected_before_anything_is_accepted(
@@ -265,10 +270,11 @@ async def test_a_function_of_the_wrong_kind_is_rejected_before_anything_is_accep
 
 
 @pytest.mark.parametrize("queue", [0, 1])
+@SYNC_KINDS
 async def test_a_timed_out_thread_job_ends_at_once_but_keeps_its_slot_until_it_returns(
-    autojump_clock: Any, probe: Probe, queue: int
+    kind: Kind, autojump_clock: Any, probe: Probe, queue: int
 ) -> None:
-    pools = [PoolConfig(1, 1, kind="thread", queue=queue)]
+    pools = [PoolConfig(1, 1, kind=kind, queue=queue)]
     accepted: list[bulkhead.Job[Any]] = []
     async with bulkhead.open_dispatcher(pools, on_error="record") as d:
         start = trio.current_time()
@@ -304,10 +310,12 @@ async def test_a_timed_out_thread_job_ends_at_once_but_keeps_its_slot_until_it_r
     )
 
 
+@SYNC_KINDS
 async def test_a_cancelled_thread_job_ends_at_once_but_keeps_its_slot_until_it_returns(
+    kind: Kind,
     probe: Probe,
 ) -> None:
-    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind="thread")]) as d:
+    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind=kind)]) as d:
         stuck = await d.dispatch(probe.job, "stuck", priority=1)
         await probe.entered("stuck")
         stuck.cancel()
@@ -341,8 +349,9 @@ async def test_a_cancelled_thread_job_ends_at_once_but_keeps_its_slot_until_it_r
     ]
 
 
+@SYNC_KINDS
 async def test_a_retry_never_overlaps_the_timed_out_attempts_thread(
-    autojump_clock: Any, probe: Probe
+    kind: Kind, autojump_clock: Any, probe: Probe
 ) -> None:
     attempt = 0
     lock = threading.Lock()
@@ -355,7 +364,7 @@ async def test_a_retry_never_overlaps_the_timed_out_attempts_thread(
         return probe.job(name)
 
     retry = bulkhead.Retry(attempts=2, backoff=0, jitter=False)
-    pools = [PoolConfig(1, 1, kind="thread")]
+    pools = [PoolConfig(1, 1, kind=kind)]
     async with bulkhead.open_dispatcher(pools, on_error="record") as d:
         job = await d.dispatch(attempt_job, priority=1, timeout=1, retry=retry)
         await probe.entered("attempt 1")
@@ -385,10 +394,11 @@ async def test_a_retry_never_overlaps_the_timed_out_attempts_thread(
     )
 
 
+@SYNC_KINDS
 async def test_finalize_with_a_grace_period_returns_despite_a_stuck_thread(
-    autojump_clock: Any, probe: Probe
+    kind: Kind, autojump_clock: Any, probe: Probe
 ) -> None:
-    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind="thread")]) as d:
+    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind=kind)]) as d:
         stuck = await d.dispatch(probe.job, "stuck", priority=1)
         await probe.entered("stuck")
         start = trio.current_time()
@@ -403,10 +413,11 @@ async def test_finalize_with_a_grace_period_returns_despite_a_stuck_thread(
     await probe.returned("stuck")
 
 
+@SYNC_KINDS
 async def test_finalize_waits_for_an_abandoned_thread_up_to_its_grace_deadline(
-    autojump_clock: Any, probe: Probe
+    kind: Kind, autojump_clock: Any, probe: Probe
 ) -> None:
-    pools = [PoolConfig(1, 1, kind="thread")]
+    pools = [PoolConfig(1, 1, kind=kind)]
     async with bulkhead.open_dispatcher(pools, on_error="record") as d:
         stuck = await d.dispatch(probe.job, "stuck", priority=1, timeout=1)
         with pytest.raises(trio.TooSlowError):
@@ -419,11 +430,13 @@ async def test_finalize_waits_for_an_abandoned_thread_up_to_its_grace_deadline(
     await probe.returned("stuck")
 
 
+@SYNC_KINDS
 async def test_finalize_without_a_grace_period_waits_for_an_abandoned_thread(
+    kind: Kind,
     probe: Probe,
 ) -> None:
     record: list[str] = []
-    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind="thread")]) as d:
+    async with bulkhead.open_dispatcher([PoolConfig(1, 1, kind=kind)]) as d:
         stuck = await d.dispatch(probe.job, "stuck", priority=1)
         await probe.entered("stuck")
         stuck.cancel()

@@ -440,9 +440,12 @@ class Dispatcher:
         timeout: float | None,
         retry: Retry | None,
         max_wait: float | None,
-    ) -> tuple[_Pool, str, float | None, Retry | None, float | None]:
+    ) -> tuple[
+        _Pool, Callable[..., Any], str, float | None, Retry | None, float | None
+    ]:
         """Validate what a dispatch asks for; returns the pool and the job's
-        name, timeout, retry and max_wait. Nothing is accepted yet."""
+        function (as the kind wraps it), name, timeout, retry and max_wait.
+        Nothing is accepted yet."""
         if self._state == "new":
             raise RuntimeError(
                 "this Dispatcher is not running yet: use `async with "
@@ -462,6 +465,9 @@ class Dispatcher:
         checked = pool.checked_fn
         if checked is None or checked() is not fn:
             pool.check_function(fn)
+        wrap = pool.checked_wrap
+        if wrap is not None:  # a sync function for an async pool, say
+            fn = wrap(fn)
         if name is None:
             name = pool.checked_name
         elif not isinstance(name, str):
@@ -478,7 +484,7 @@ class Dispatcher:
             max_wait = config.max_wait
         elif check_seconds(max_wait, "max_wait") == math.inf:
             max_wait = None
-        return pool, name, timeout, retry, max_wait
+        return pool, fn, name, timeout, retry, max_wait
 
     @staticmethod
     async def _wait_to_place(
@@ -507,6 +513,7 @@ class Dispatcher:
         timeout: float | None = None,  # noqa: ASYNC109
         retry: Retry | None = None,
         max_wait: float | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     @overload
@@ -520,6 +527,7 @@ class Dispatcher:
         timeout: float | None = None,  # noqa: ASYNC109
         retry: Retry | None = None,
         max_wait: float | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     @trio.lowlevel.enable_ki_protection
@@ -533,6 +541,7 @@ class Dispatcher:
         timeout: float | None = None,  # noqa: ASYNC109 - the job's budget, not ours
         retry: Retry | None = None,
         max_wait: float | None = None,
+        tag: Any = None,
     ) -> Job[Any]:
         """Hand ``fn(*args)`` to a worker of pool ``priority``; return its :class:`Job`.
 
@@ -550,7 +559,8 @@ class Dispatcher:
            dispatch into another pool.
 
         Args:
-          fn: an async function for an ``"async"`` pool, a sync one for a
+          fn: an async function for an ``"async"`` pool (a sync one runs
+            there in a worker thread, as in a thread pool), a sync one for a
             ``"thread"``, ``"process"`` or ``"dask"`` pool.
           *args: positional arguments for ``fn``.
           priority: the pool; defaults to the dispatcher's ``default_priority``,
@@ -561,6 +571,9 @@ class Dispatcher:
           max_wait: seconds to wait for room before giving up with
             :exc:`PoolFull` (default: the pool's, else for ever; ``math.inf``
             for ever). ``0`` refuses at once, as :meth:`dispatch_nowait` does.
+          tag: any object of yours, kept on the handle as :attr:`Job.tag`, so
+            that hooks and your code can find your own record for the job
+            without encoding ids in its ``name`` (default ``None``).
 
         Returns:
           The :class:`Job` handle; after a rendezvous it is already ``RUNNING``.
@@ -573,7 +586,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, name, timeout, retry, max_wait = self._target(
+        pool, call, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
         if pool.check_arguments is not None:
@@ -584,13 +597,14 @@ class Dispatcher:
         job = Job._create(
             next(_job_ids),
             config.priority,
-            fn,
+            call,
             args,
             contextvars.copy_context() if config.copy_context else None,
             name,
             timeout,
             retry,
             pool,
+            tag,
         )
         await trio.lowlevel.checkpoint_if_cancelled()
         if pool.try_accept(job):
@@ -612,6 +626,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     @overload
@@ -624,6 +639,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
+        tag: Any = None,
     ) -> Job[_R]: ...
 
     def dispatch_nowait(
@@ -635,6 +651,7 @@ class Dispatcher:
         name: str | None = None,
         timeout: float | None = None,
         retry: Retry | None = None,
+        tag: Any = None,
     ) -> Job[Any]:
         """Like :meth:`dispatch`, but raises :exc:`trio.WouldBlock` instead of blocking.
 
@@ -651,7 +668,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, name, timeout, retry, _ = self._target(
+        pool, call, name, timeout, retry, _ = self._target(
             fn, priority, name, timeout, retry, None
         )
         if pool.check_arguments is not None:
@@ -662,13 +679,14 @@ class Dispatcher:
         job = Job._create(  # as in dispatch()
             next(_job_ids),
             config.priority,
-            fn,
+            call,
             args,
             contextvars.copy_context() if config.copy_context else None,
             name,
             timeout,
             retry,
             pool,
+            tag,
         )
         accepted = pool.try_accept(job)
         assert accepted  # refuse_if_full() found room, and nothing ran since
@@ -687,6 +705,7 @@ class Dispatcher:
         retry: Retry | None = None,
         max_wait: float | None = None,
         accepted: list[Job[_R]] | None = None,
+        tag: Any = None,
     ) -> list[Job[_R]]: ...
 
     @overload
@@ -702,6 +721,7 @@ class Dispatcher:
         retry: Retry | None = None,
         max_wait: float | None = None,
         accepted: list[Job[_R]] | None = None,
+        tag: Any = None,
     ) -> list[Job[_R]]: ...
 
     @trio.lowlevel.enable_ki_protection
@@ -717,6 +737,7 @@ class Dispatcher:
         retry: Retry | None = None,
         max_wait: float | None = None,
         accepted: list[Any] | None = None,
+        tag: Any = None,
     ) -> list[Job[Any]]:
         """Dispatch ``fn(*a)`` for each tuple ``a`` in ``args``: a whole round in
         one call. Returns the handles in the order of ``args``.
@@ -744,6 +765,7 @@ class Dispatcher:
             accepted.
           priority, name, timeout, retry, max_wait: as for :meth:`dispatch`,
             for every job.
+          tag: as for :meth:`dispatch`: one object, on every job's handle.
           accepted: a list to append each accepted job to.
 
         Raises:
@@ -754,7 +776,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, name, timeout, retry, max_wait = self._target(
+        pool, call, name, timeout, retry, max_wait = self._target(
             fn, priority, name, timeout, retry, max_wait
         )
         rounds = _argument_tuples(args)
@@ -771,13 +793,14 @@ class Dispatcher:
             job = Job._create(  # as in dispatch(), the pool's settings read once
                 next(_job_ids),
                 priority,
-                fn,
+                call,
                 job_args,
                 contextvars.copy_context() if copy_context else None,
                 name,
                 timeout,
                 retry,
                 pool,
+                tag,
             )
             if not pool.try_accept(job):
                 if max_wait == 0 and not yielded:

@@ -103,6 +103,14 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     _timeout: float | None
     _retry: Retry | None
     _owner: _JobOwner
+    tag: Any
+    """Whatever the caller passed as ``dispatch(..., tag=...)``, else ``None``.
+
+    bulkhead never reads it: it is there so that hooks (``on_started``,
+    ``on_retried``, ``on_finished``) and the code holding the handle can find
+    the caller's own record for this job without encoding ids in its
+    :attr:`name`. Dropped with the rest of the handle once nobody holds it,
+    and kept after the job has ended (unlike the function and arguments)."""
     state: JobState = JobState.QUEUED
     """The current :class:`JobState`."""
     attempts: int = 0

@@ -240,7 +240,8 @@ class PoolConfig:
     queue: int = attrs.field(default=0, kw_only=True, validator=_validate_count(0))
     """Accepted jobs that may wait for a worker; 0 makes dispatch a rendezvous."""
     kind: Kind = attrs.field(default="async", kw_only=True, validator=_validate_kind)
-    """``"async"`` (async functions in worker tasks), ``"thread"`` (sync functions
+    """``"async"`` (async functions in worker tasks; a sync function runs in a
+    worker thread holding its worker, as in a thread pool), ``"thread"`` (sync functions
     in the pool's own threads), ``"process"`` (sync functions in the pool's
     own worker processes, needs ``bulkhead[process]``) or ``"dask"`` (sync
     functions on a Dask cluster, needs ``bulkhead[dask]``)."""

@@ -134,6 +134,8 @@ class _Pool:
     """The last function validated for this pool, so loops skip re-checking
     it; weakly held, so a finished job's function (and what a partial or a
     bound method holds) is not kept alive."""
+    checked_wrap: Callable[[Any], Any] | None = None
+    """What the kind wraps the last checked function in, if anything."""
     checked_name: str = ""
     """The name the last checked function's jobs get when dispatch gives
     none: worked out once per function rather than once per job."""
@@ -256,7 +258,7 @@ class _Pool:
             )
         if not callable(fn):
             raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
-        self.kind.check(fn)
+        self.checked_wrap = self.kind.check(fn)
         self.checked_name = function_name(fn)
         try:
             self.checked_fn = weakref.ref(fn)

@@ -32,7 +32,7 @@ def kind_for(config: PoolConfig, running_job: tuple[object, int]) -> PoolKind:
       ImportError: naming the extra to install, if the kind needs one.
     """
     if config.kind == "async":
-        return AsyncKind()
+        return AsyncKind(config.workers, running_job)
     if config.kind == "thread":
         return ThreadKind(config.workers, running_job)
     if config.kind == "process":

@@ -20,12 +20,15 @@ from .._policy import is_async_callable
 class PoolKind(Protocol):
     """How one pool runs its jobs. One instance per pool, built with it."""
 
-    def check(self, fn: object) -> None:
+    def check(self, fn: object) -> Callable[[Any], Any] | None:
         """Reject at dispatch a callable this kind could never run.
 
         Called before anything is accepted, with a callable that is not a
         coroutine object. Raises ``TypeError`` with a message that says what
-        to do.
+        to do. Returns ``None``, or a wrapper that every job of ``fn`` is
+        to carry instead of ``fn`` (an async pool marks a sync function so
+        that it runs in a thread), so that :meth:`run` needs no check of
+        its own per job.
         """
 
     @property

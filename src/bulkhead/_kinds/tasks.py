@@ -1,4 +1,14 @@
-"""The ``"async"`` pool kind: async functions run by the worker task itself."""
+"""The ``"async"`` pool kind: async functions run by the worker task itself.
+
+A sync function dispatched to an async pool runs in a worker thread instead,
+exactly as a thread pool's jobs run (:func:`.threads.run_in_thread`): the
+thread holds the job's worker, each pool has its own ``CapacityLimiter`` of
+``workers`` tokens (never trio's default, which all pools would share), and
+a cancelled or timed-out thread is abandoned, keeping its worker until it
+really returns. Dispatch marks such a job by wrapping its function in
+:class:`_InThread` (only a sync function pays for it); the worker tells the
+two apart with one class test.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +16,15 @@ import contextvars
 import inspect
 import reprlib
 import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import attrs
+import trio
 
 from .._job import Job
 from .._policy import is_async_callable
+from .threads import run_in_thread
 
 
 @types.coroutine
@@ -43,38 +55,59 @@ def _in_context(
             send, error = None, exc
 
 
+@attrs.frozen
+class _InThread:
+    """A sync function dispatched to an async pool: run it in a thread."""
+
+    fn: Callable[..., Any]
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
 @attrs.define(eq=False)
 class AsyncKind:
     """Jobs run inside the worker task: cancelling the worker's scope
-    interrupts them at their next checkpoint. Nothing to open."""
+    interrupts them at their next checkpoint. Nothing to open.
+
+    A sync function runs in a thread under :attr:`limiter`, which holds
+    ``workers`` tokens.
+    """
+
+    workers: int
+    running_job: tuple[object, int]
+    """Set in a sync job's thread, as a thread pool does."""
+    limiter: trio.CapacityLimiter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.limiter = trio.CapacityLimiter(self.workers)
 
     check_arguments = None  # the arguments stay in this process
 
-    def check(self, fn: object) -> None:
-        if not is_async_callable(fn):
-            raise TypeError(
-                f"{fn!r} is not an async function, but this is an async pool: "
-                "make it `async def`, or dispatch it to a "
-                'PoolConfig(kind="thread") pool'
-            )
+    def check(self, fn: object) -> Callable[[Any], Any] | None:
+        if is_async_callable(fn):
+            return None
+        return _InThread  # a sync function: it runs in a worker thread
 
     def open(self) -> None:
         return None
 
     def resize(self, workers: int) -> None:
-        pass  # the pool's workers are the only bound
+        self.limiter.total_tokens = workers
 
     def run(self, job: Job[Any]) -> Awaitable[Any]:
         fn, args, context = job._fn, job._args, job._context
         assert fn is not None  # until the job ends
         assert args is not None
+        if fn.__class__ is _InThread:
+            return run_in_thread(job, fn.fn, self.limiter, self.running_job)
         if context is None:
             return fn(*args)  # type: ignore[no-any-return]
         coro = context.run(fn, *args)
         if not inspect.iscoroutine(coro):
             raise TypeError(
                 f"{job.name} returned {reprlib.repr(coro)}, not a coroutine: "
-                "an async pool runs async functions; use a thread pool for "
-                "sync ones"
+                "an async pool runs a function that is not `async def` in a "
+                "thread, but this one claims to be async; make it `async def`"
             )
         return _in_context(context, coro)

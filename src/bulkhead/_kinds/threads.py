@@ -8,6 +8,7 @@ worker's slot until the thread really returns, so it never runs more than
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -42,21 +43,37 @@ class ThreadKind:
     def resize(self, workers: int) -> None:
         self.limiter.total_tokens = workers
 
-    async def run(self, job: Job[Any]) -> Any:
-        fn, args, context = job._fn, job._args, job._context
-        assert fn is not None  # until the job ends
-        assert args is not None
-        running_job = self.running_job
-        if context is not None:
-            context.run(RUNNING_JOB.set, running_job)
+    def run(self, job: Job[Any]) -> Awaitable[Any]:
+        return run_in_thread(job, job._fn, self.limiter, self.running_job)
 
-        def call() -> Any:
-            if context is None:
-                # The thread runs in its own copy of the worker's context.
-                RUNNING_JOB.set(running_job)
-                return fn(*args)
-            return context.run(fn, *args)
 
-        return await run_abandonable(
-            job, call, self.limiter, f"bulkhead job #{job.id} ({job.name})"
-        )
+async def run_in_thread(
+    job: Job[Any],
+    fn: Callable[..., Any] | None,
+    limiter: trio.CapacityLimiter,
+    running_job: tuple[object, int],
+) -> Any:
+    """One attempt of ``job``: ``fn(*job._args)`` in a trio worker thread.
+
+    The thread runs in the job's context (or in a copy of the worker's) with
+    ``running_job`` set, so a barrier called back from it is recognised as
+    coming from inside the job. It holds a token of ``limiter``, the pool's
+    own; cancelled, it is abandoned (:func:`.protocol.run_abandonable`).
+    Thread pools and async pools running a sync function both use it.
+    """
+    args, context = job._args, job._context
+    assert fn is not None  # until the job ends
+    assert args is not None
+    if context is not None:
+        context.run(RUNNING_JOB.set, running_job)
+
+    def call() -> Any:
+        if context is None:
+            # The thread runs in its own copy of the worker's context.
+            RUNNING_JOB.set(running_job)
+            return fn(*args)
+        return context.run(fn, *args)
+
+    return await run_abandonable(
+        job, call, limiter, f"bulkhead job #{job.id} ({job.name})"
+    )

@@ -4,7 +4,7 @@ Both speak the same API with the same methods (``submit``, ``submit_many``,
 ``get``, ``wait``, ``cancel``); :class:`AsyncClient`'s are ``async``. They
 are thin layers over httpx: the request bodies are built and checked here
 (so a bad argument fails before anything is sent, with a message naming it),
-and every answer other than success becomes a :class:`ServiceError` whose
+and every answer other than success becomes a :class:`RemoteError` whose
 class says what happened and whose message says what to do.
 """
 
@@ -24,6 +24,17 @@ import httpx
 
 import bulkhead
 
+from ._errors import (
+    BacklogFull,
+    FieldError,
+    JobFinished,
+    JobNotFound,
+    ServiceError,
+    SubmissionInvalid,
+    Unavailable,
+)
+from ._service import Submission
+
 JobStatus = Literal[
     "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
 ]
@@ -41,25 +52,15 @@ _JSON = {"content-type": "application/json"}
 # ---------------------------------------------------------------- errors
 
 
-@final
-@attrs.frozen
-class FieldError:
-    """One field a 422 answer refused: which job of a batch, which field, why."""
-
-    field: str
-    """The field's path in the submission, such as ``"args.x"`` or ``"type"``."""
-    message: str
-    """What is wrong with it, in the server's words."""
-    index: int | None = None
-    """The job's position in a :meth:`Client.submit_many` batch; ``None`` for
-    a single submission."""
-
-
-class ServiceError(Exception):
+class RemoteError(ServiceError):
     """The service answered with an error, or could not be reached.
 
-    The subclasses say which; catch this one for all of them. ``str()`` is
-    the server's message followed by what to do about it.
+    The subclasses say which. Those with a twin among the service's own
+    errors are that error too (:class:`JobRejected` is a
+    :class:`SubmissionInvalid`, :class:`NoSuchJob` a :class:`JobNotFound`,
+    and so on), so one ``except`` handles a :class:`Service` in the same
+    process and one over HTTP alike. ``str()`` is the server's message
+    followed by what to do about it.
     """
 
     status: int | None
@@ -68,7 +69,7 @@ class ServiceError(Exception):
     """The server's ``error`` message (or the transport's, with no answer)."""
     fields: tuple[FieldError, ...]
     """The refused fields of a 422 answer; empty otherwise."""
-    retry_after: float | None
+    retry_after: int | None
     """Seconds the server asked to wait (``Retry-After``) before trying again."""
 
     advice: str = "see the server's log"
@@ -80,7 +81,7 @@ class ServiceError(Exception):
         status: int | None = None,
         request: str = "",
         fields: Sequence[FieldError] = (),
-        retry_after: float | None = None,
+        retry_after: int | None = None,
         advice: str | None = None,
     ) -> None:
         self.status = status
@@ -89,13 +90,15 @@ class ServiceError(Exception):
         self.retry_after = retry_after
         answer = "" if status is None else f"{status} "
         where = f" ({answer}from {request})" if request else ""
-        super().__init__(f"{error}{where}: {advice or self.advice}")
+        # Not super().__init__: the twins' constructors take other arguments.
+        Exception.__init__(self, f"{error}{where}: {advice or self.advice}")
 
 
-class JobRejected(ServiceError):
-    """422 (or 400): the submission does not fit; ``fields`` says where.
+class JobRejected(RemoteError, SubmissionInvalid):
+    """422 (or 400): a submission does not fit; ``fields`` says where.
 
-    Nothing of it was accepted, a batch included.
+    Nothing of it was accepted, a batch included. The HTTP twin of
+    :class:`SubmissionInvalid`.
     """
 
     advice = (
@@ -104,8 +107,30 @@ class JobRejected(ServiceError):
     )
 
 
-class JobNotFound(ServiceError):
-    """404: no job has this id, or it finished long enough ago to be pruned."""
+class ServiceBusy(RemoteError, BacklogFull):
+    """429: the pool's backlog is full (``BULKHEAD_MAX_BACKLOG``). Nothing
+    was accepted; ``retry_after`` says when to try again. The HTTP twin of
+    :class:`BacklogFull`."""
+
+    retry_after: int
+    advice = "nothing was accepted; submit again after retry_after seconds"
+
+
+class ServiceUnavailable(RemoteError, Unavailable):
+    """503: the service is draining to stop, or cannot write its journal.
+    Nothing was accepted; ``retry_after`` says when to try again. The HTTP
+    twin of :class:`Unavailable`."""
+
+    retry_after: int
+    advice = (
+        "nothing was accepted; submit again after retry_after seconds, to this "
+        "server once it is back or to another one"
+    )
+
+
+class NoSuchJob(RemoteError, JobNotFound):
+    """404: no job has this id, or it finished long enough ago to be pruned.
+    The HTTP twin of :class:`JobNotFound`."""
 
     advice = (
         "check the id that submit() returned; finished jobs are kept for "
@@ -113,33 +138,26 @@ class JobNotFound(ServiceError):
     )
 
 
-class JobAlreadyFinished(ServiceError):
-    """409: :meth:`~Client.cancel` of a job that has already finished."""
+class AlreadyFinished(RemoteError, JobFinished):
+    """409: :meth:`~Client.cancel` of a job that has already finished. The
+    HTTP twin of :class:`JobFinished`."""
 
     advice = "there is nothing left to cancel; get() shows how it ended"
 
 
-class ServiceBusy(ServiceError):
-    """429 or 503: the pool's backlog is full, or the service is draining or
-    cannot write its journal. Nothing was accepted; ``retry_after`` says
-    when to try again."""
-
-    advice = "nothing was accepted; submit again after retry_after seconds"
-
-
-class Unauthorized(ServiceError):
+class Unauthorized(RemoteError):
     """401: the service has a token and the request did not carry it."""
 
     advice = "give the server's BULKHEAD_TOKEN as Client(url, token=...)"
 
 
-class RequestTooLarge(ServiceError):
+class RequestTooLarge(RemoteError):
     """413: the body is over the server's ``BULKHEAD_MAX_BODY``."""
 
     advice = "send fewer jobs per submit_many() call, or smaller arguments"
 
 
-class ServiceUnreachable(ServiceError):
+class ServiceUnreachable(RemoteError):
     """No answer: the connection failed or timed out."""
 
     advice = "check that bulkhead serve runs at this URL and answers GET /health"
@@ -167,136 +185,97 @@ _MISSING_ENDPOINT: Final = (
     "bulkhead serve to the version of this client"
 )
 
-_ERRORS: Final[dict[int, type[ServiceError]]] = {
+_ERRORS: Final[dict[int, type[RemoteError]]] = {
     400: JobRejected,
     401: Unauthorized,
-    404: JobNotFound,
-    409: JobAlreadyFinished,
+    404: NoSuchJob,
+    409: AlreadyFinished,
     413: RequestTooLarge,
     422: JobRejected,
     429: ServiceBusy,
-    503: ServiceBusy,
+    503: ServiceUnavailable,
 }
 
 
 # ---------------------------------------------------------------- values
 
 
-def _check_priority(instance: object, attribute: object, value: Any) -> None:
-    if value is None or isinstance(value, str):
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(
-            f"priority must be a pool's name (low, normal, high, urgent) or "
-            f"number, got {value!r}"
-        )
+def _check(submission: object, where: str = "") -> Submission:
+    """``submission``, if it can be sent; else the error that says why.
 
-
-def _check_delay(instance: Submission, attribute: object, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"delay must be a number of seconds, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"delay must be a finite number of seconds >= 0, got {value}")
-
-
-def _check_run_at(instance: Submission, attribute: object, value: Any) -> None:
-    if value is None:
-        return
-    if not isinstance(value, datetime.datetime):
-        raise TypeError(f"run_at must be a datetime.datetime, got {value!r}")
-    if value.utcoffset() is None:
-        raise ValueError(
-            f"run_at must say its time zone, got the naive {value.isoformat()}: "
-            "use datetime.datetime.now(datetime.timezone.utc) or .astimezone()"
-        )
-    if instance.delay is not None:
-        raise ValueError("give delay or run_at, not both")
-
-
-def _check_args(instance: object, attribute: object, value: Any) -> None:
-    if not isinstance(value, Mapping):
-        raise TypeError(
-            f"args must be a mapping of argument names to values, got {value!r}"
-        )
-    for name in value:
-        if not isinstance(name, str):
-            raise TypeError(f"args must be keyed by argument names, got {name!r}")
-
-
-def _args(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return {} if value is None else value
-
-
-def _non_empty(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None and attribute.name != "type":
-        return
-    if not isinstance(value, str):
-        raise TypeError(f"{attribute.name} must be a string, got {value!r}")
-    if not value:
-        raise ValueError(f"{attribute.name} must not be empty")
-
-
-@final
-@attrs.frozen
-class Submission:
-    """One job to submit: what :meth:`Client.submit` sends, and each item of
-    :meth:`Client.submit_many`.
-
-    ``type`` names a job type the server registers (``GET /job-types``),
-    ``args`` its arguments. The fields are checked when it is made, so a bad
-    one raises here, before anything is sent::
-
-        Submission("add", {"x": 2, "y": 3})
-        Submission("report", {"day": "2026-12-03"}, priority="low", delay=3600)
-        Submission("email", {"to": "a@b.c"}, idempotency_key="welcome-a@b.c")
-
-    Raises:
-        TypeError: if a field has the wrong type (``args`` not a mapping,
-            ``delay`` not a number, ``run_at`` not a datetime...).
-        ValueError: if ``type`` or ``idempotency_key`` is empty, ``delay`` is
-            negative, NaN or infinite, ``run_at`` is naive, or both ``delay``
-            and ``run_at`` are given.
+    The server checks everything again; this only catches, before anything
+    is sent, what no server would accept.
     """
+    if not isinstance(submission, Submission):
+        raise TypeError(
+            f"{where}{submission!r} is not a bulkhead.service.Submission: build "
+            "each with Submission(type, args, ...)"
+        )
+    s = submission
+    if not isinstance(s.type, str):
+        raise TypeError(f"{where}type must be a string, got {s.type!r}")
+    if not s.type:
+        raise ValueError(f"{where}type must not be empty")
+    if not isinstance(s.args, Mapping):
+        raise TypeError(
+            f"{where}args must be a mapping of argument names to values, got {s.args!r}"
+        )
+    for name in s.args:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{where}args must be keyed by argument names, got {name!r}"
+            )
+    if s.priority is not None and (
+        isinstance(s.priority, bool) or not isinstance(s.priority, (int, str))
+    ):
+        raise TypeError(
+            f"{where}priority must be a pool's name (low, normal, high, urgent) "
+            f"or number, got {s.priority!r}"
+        )
+    if s.idempotency_key is not None:
+        if not isinstance(s.idempotency_key, str):
+            raise TypeError(
+                f"{where}idempotency_key must be a string, got {s.idempotency_key!r}"
+            )
+        if not s.idempotency_key:
+            raise ValueError(f"{where}idempotency_key must not be empty")
+    if s.delay is not None:
+        if isinstance(s.delay, bool) or not isinstance(s.delay, (int, float)):
+            raise TypeError(
+                f"{where}delay must be a number of seconds, got {s.delay!r}"
+            )
+        if not (math.isfinite(s.delay) and s.delay >= 0):
+            raise ValueError(
+                f"{where}delay must be a finite number of seconds >= 0, got {s.delay}"
+            )
+    if s.run_at is not None:
+        if not isinstance(s.run_at, datetime.datetime):
+            raise TypeError(
+                f"{where}run_at must be a datetime.datetime, got {s.run_at!r}"
+            )
+        if s.run_at.utcoffset() is None:
+            raise ValueError(
+                f"{where}run_at must say its time zone, got the naive "
+                f"{s.run_at.isoformat()}: use datetime.datetime.now("
+                "datetime.timezone.utc) or .astimezone()"
+            )
+        if s.delay is not None:
+            raise ValueError(f"{where}give delay or run_at, not both")
+    return s
 
-    type: str = attrs.field(validator=_non_empty)
-    """A job type the server registers (``GET /job-types``)."""
-    args: Mapping[str, Any] = attrs.field(
-        default=None, converter=_args, validator=_check_args
-    )
-    """The job function's arguments by name (JSON values)."""
-    priority: int | str | None = attrs.field(
-        default=None, kw_only=True, validator=_check_priority
-    )
-    """The pool to run in, by name (``"low"``, ``"high"``...) or number;
-    ``None`` for the job type's own pool."""
-    idempotency_key: str | None = attrs.field(
-        default=None, kw_only=True, validator=_non_empty
-    )
-    """A key the server remembers, so that a second submission with it
-    answers the first job's id (``duplicate=True``) and runs nothing."""
-    delay: float | None = attrs.field(
-        default=None, kw_only=True, validator=_check_delay
-    )
-    """Seconds from acceptance until the job is due (``scheduled`` until then)."""
-    run_at: datetime.datetime | None = attrs.field(
-        default=None, kw_only=True, validator=_check_run_at
-    )
-    """When the job is due, a timezone-aware datetime."""
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body of ``POST /jobs`` for this submission."""
-        body: dict[str, Any] = {"type": self.type, "args": self.args}
-        if self.priority is not None:
-            body["priority"] = self.priority
-        if self.idempotency_key is not None:
-            body["idempotency_key"] = self.idempotency_key
-        if self.delay is not None:
-            body["delay"] = self.delay
-        if self.run_at is not None:
-            body["run_at"] = self.run_at.isoformat()
-        return body
+def _body(s: Submission) -> dict[str, Any]:
+    """The JSON body of ``POST /jobs`` for a checked submission."""
+    body: dict[str, Any] = {"type": s.type, "args": s.args}
+    if s.priority is not None:
+        body["priority"] = s.priority
+    if s.idempotency_key is not None:
+        body["idempotency_key"] = s.idempotency_key
+    if s.delay is not None:
+        body["delay"] = s.delay
+    if s.run_at is not None:
+        body["run_at"] = s.run_at.isoformat()
+    return body
 
 
 @final
@@ -451,13 +430,9 @@ def _batch(submissions: object, max_batch: int) -> bytes:
             "several submit_many() calls (each is all or nothing), or give "
             "Client(max_batch=...) if the server allows more"
         )
-    for i, submission in enumerate(submissions):
-        if not isinstance(submission, Submission):
-            raise TypeError(
-                f"submissions[{i}] is {submission!r}, not a Submission: build "
-                "each with Submission(type, args, ...)"
-            )
-    bodies = [s.body() for s in submissions]
+    bodies = [
+        _body(_check(s, f"submissions[{i}]: ")) for i, s in enumerate(submissions)
+    ]
     try:
         return _encode({"jobs": bodies})
     except ValueError:
@@ -466,12 +441,10 @@ def _batch(submissions: object, max_batch: int) -> bytes:
         raise
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None  # an HTTP date: none of our servers sends one
+def _retry_after(response: httpx.Response) -> int | None:
+    value = response.headers.get("retry-after", "")
+    # Whole seconds; never an HTTP date from bulkhead serve.
+    return int(value) if value.isdigit() else None
 
 
 def _fields(payload: Mapping[str, Any]) -> list[FieldError]:
@@ -490,7 +463,7 @@ def _fields(payload: Mapping[str, Any]) -> list[FieldError]:
 
 
 def _answer(response: httpx.Response) -> Any:
-    """The JSON of a successful answer; else the :class:`ServiceError` it means."""
+    """The JSON of a successful answer; else the :class:`RemoteError` it means."""
     request = f"{response.request.method} {response.request.url.path}"
     try:
         payload = response.json()
@@ -499,7 +472,7 @@ def _answer(response: httpx.Response) -> Any:
     if response.is_success and payload is not None:
         return payload
     if response.is_success:
-        raise ServiceError(
+        raise RemoteError(
             f"the answer is not JSON: {response.text[:200]!r}",
             status=response.status_code,
             request=request,
@@ -510,17 +483,20 @@ def _answer(response: httpx.Response) -> Any:
     else:  # not one of our servers' answers (a proxy's, or no such route)
         error = response.text[:200] or response.reason_phrase
         fields = []
-    kind = _ERRORS.get(response.status_code, ServiceError)
+    kind = _ERRORS.get(response.status_code, RemoteError)
     advice = None
     if response.status_code in (404, 405, 501) and response.request.method == "POST":
         # No such endpoint (GET and DELETE name a job, POST does not).
-        kind, advice = ServiceError, _MISSING_ENDPOINT
+        kind, advice = RemoteError, _MISSING_ENDPOINT
+    retry_after = _retry_after(response)
+    if kind in (ServiceBusy, ServiceUnavailable) and retry_after is None:
+        retry_after = 1  # they always carry one, as BacklogFull does
     raise kind(
         error,
         status=response.status_code,
         request=request,
         fields=fields,
-        retry_after=_retry_after(response),
+        retry_after=retry_after,
         advice=advice,
     )
 
@@ -532,7 +508,7 @@ def _submitted(payload: Any) -> Submitted:
 def _ids(payload: Any, expected: int) -> list[int]:
     ids = [int(id) for id in payload["ids"]]
     if len(ids) != expected:
-        raise ServiceError(
+        raise RemoteError(
             f"{expected} jobs sent, {len(ids)} ids answered",
             request="POST /jobs/batch",
         )
@@ -618,7 +594,7 @@ class Client:
         max_batch: The most jobs :meth:`submit_many` sends in one call: the
             server's ``BULKHEAD_MAX_BATCH``.
 
-    Every method raises :class:`ServiceError` (one of its subclasses) when
+    Every method raises :class:`RemoteError` (one of its subclasses) when
     the server refuses or cannot be reached.
     """
 
@@ -695,14 +671,10 @@ class Client:
             ServiceBusy: if the pool's backlog is full or the service drains.
         """
         submission = Submission(
-            type,
-            args,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            delay=delay,
-            run_at=run_at,
+            type, {} if args is None else args, priority, idempotency_key, delay, run_at
         )
-        return _submitted(self._request("POST", "/jobs", _encode(submission.body())))
+        content = _encode(_body(_check(submission)))
+        return _submitted(self._request("POST", "/jobs", content))
 
     def submit_many(self, submissions: Sequence[Submission]) -> list[int]:
         """Submit a batch of jobs in one request (``POST /jobs/batch``): all
@@ -724,7 +696,7 @@ class Client:
         Raises:
             ValueError: if there are more than ``max_batch`` submissions.
             TypeError: if an item is not a :class:`Submission`.
-            JobRejected: if any job is refused (:attr:`~ServiceError.fields`
+            JobRejected: if any job is refused (:attr:`~RemoteError.fields`
                 names each by its ``index``); nothing was accepted.
             ServiceBusy: if a pool's backlog is full; nothing was accepted.
         """
@@ -872,14 +844,10 @@ class AsyncClient:
     ) -> Submitted:
         """Like :meth:`Client.submit`, awaited."""
         submission = Submission(
-            type,
-            args,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            delay=delay,
-            run_at=run_at,
+            type, {} if args is None else args, priority, idempotency_key, delay, run_at
         )
-        payload = await self._request("POST", "/jobs", _encode(submission.body()))
+        content = _encode(_body(_check(submission)))
+        payload = await self._request("POST", "/jobs", content)
         return _submitted(payload)
 
     async def submit_many(self, submissions: Sequence[Submission]) -> list[int]:

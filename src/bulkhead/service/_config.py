@@ -20,8 +20,6 @@ from ._registry import resolve_priority
 _T = TypeVar("_T")
 
 DEFAULT_POOLS = "low=2,normal=4,high=8,urgent=2"
-DEFAULT_QUEUE = 100
-"""Queue size of a pool given without one (``high=8`` means ``high=8:100``)."""
 
 
 class ConfigError(ValueError):
@@ -31,109 +29,111 @@ class ConfigError(ValueError):
 @final
 @attrs.frozen
 class PoolSpec:
-    """One pool of the service: its priority, workers and queue size."""
+    """One pool of the service: its priority, workers and prefetch."""
 
     priority: int
     workers: int
     queue: int
+    """Jobs claimed from the journal ahead of a free worker (the prefetch)."""
 
 
 @final
-@attrs.frozen(kw_only=True)
-class ServiceConfig:
-    """Everything ``bulkhead serve`` is configured with.
+@attrs.frozen
+class Option:
+    """One setting: its flag ``--name``, its variable ``BULKHEAD_NAME``, its
+    default, how its text is parsed, and its ``--help``."""
 
-    Build it with :meth:`load` (flags and environment) or directly in tests.
-    """
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    shown_default: str | None = None
+    """The default as ``--help`` shows it, if not ``str(default)``."""
 
-    host: str = "127.0.0.1"
-    """Address to listen on (``BULKHEAD_HOST``, ``--host``)."""
-    port: int = 8080
-    """TCP port (``BULKHEAD_PORT``, ``--port``); 0 picks a free one."""
-    token: str | None = None
-    """Bearer token every request but ``/health`` and ``/ready`` must carry
-    (``BULKHEAD_TOKEN``, ``--token``); required off loopback."""
-    pools: tuple[PoolSpec, ...] = ()
-    """The pools (``BULKHEAD_POOLS``, ``--pools``), e.g. ``low=2,high=8:100``."""
-    job_timeout: float | None = None
-    """Seconds per attempt (``BULKHEAD_JOB_TIMEOUT``); ``None`` for none."""
-    retry_attempts: int = 1
-    """Attempts per job, the first included (``BULKHEAD_RETRY_ATTEMPTS``)."""
-    grace_period: float = 30.0
-    """Seconds a shutdown lets accepted jobs finish (``BULKHEAD_GRACE_PERIOD``)."""
-    log_level: str = "INFO"
-    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR`` (``BULKHEAD_LOG_LEVEL``)."""
-    journal: str = "bulkhead-journal.sqlite3"
-    """SQLite journal file (``BULKHEAD_JOURNAL``); ``:memory:`` keeps nothing
-    across restarts."""
-    keep_results: int = 10_000
-    """Most finished jobs kept readable (``BULKHEAD_KEEP_RESULTS``)."""
-    keep_results_for: float = 3600.0
-    """Seconds a finished job stays readable (``BULKHEAD_KEEP_RESULTS_FOR``)."""
-    max_body: int = 64 * 1024
-    """Largest request body in bytes (``BULKHEAD_MAX_BODY``); larger gets 413."""
-    max_wait: float = 0.1
-    """Seconds a submission waits for room in its pool before it gets 429
-    (``BULKHEAD_MAX_WAIT``)."""
+    @property
+    def flag(self) -> str:
+        """``--name-with-dashes``."""
+        return "--" + self.name.replace("_", "-")
 
-    @classmethod
-    def load(
-        cls, flags: Mapping[str, str | None], env: Mapping[str, str]
-    ) -> ServiceConfig:
-        """Parse ``flags`` (option name → text, ``None`` if not given) over
-        ``env`` (``BULKHEAD_<NAME>``) over the defaults.
+    @property
+    def variable(self) -> str:
+        """``BULKHEAD_NAME``."""
+        return f"BULKHEAD_{self.name.upper()}"
 
-        Raises:
-          ConfigError: listing every bad value, and a non-loopback host
-            without a token.
-        """
-        errors: list[str] = []
-        values: dict[str, Any] = {}
+    def describe(self) -> str:
+        """The ``--help`` text: what it is, its variable and its default."""
+        default = self.shown_default or (
+            "none" if self.default is None else str(self.default)
+        )
+        return f"{self.help} [{self.variable}, default {default}]"
 
-        def take(name: str, parse: Callable[[str], _T]) -> None:
-            variable = f"BULKHEAD_{name.upper()}"
-            text = flags.get(name)
-            where = f"--{name.replace('_', '-')}"
-            if text is None:
-                text = env.get(variable)
-                where = variable
-            if text is None:
-                return
-            try:
-                values[name] = parse(text.strip())
-            except ValueError as exc:
-                errors.append(f"{where}={text!r}: {exc}")
 
-        take("host", _host)
-        take("port", _int_between(0, 65535))
-        take("token", _token)
-        take("pools", parse_pools)
-        take("job_timeout", _optional_seconds)
-        take("retry_attempts", _int_between(1, 100))
-        take("grace_period", _seconds)
-        take("log_level", _log_level)
-        take("journal", _journal)
-        take("keep_results", _int_between(1, 10**9))
-        take("keep_results_for", _seconds)
-        take("max_body", _int_between(64, 2**30))
-        take("max_wait", _seconds)
-        values.setdefault("pools", parse_pools(DEFAULT_POOLS))
-        host = values.get("host", "127.0.0.1")
-        if not errors and not _is_loopback(host) and values.get("token") is None:
-            errors.append(
-                f"host {host!r} is not loopback: set BULKHEAD_TOKEN "
-                "(or --token) so that only clients holding it can submit jobs"
-            )
-        if errors:
-            raise ConfigError("bad configuration:\n  " + "\n  ".join(errors))
-        return cls(**values)
-
-    def loggable(self) -> dict[str, Any]:
-        """The configuration as a dict for the start-up log, token hidden."""
-        values = attrs.asdict(self, recurse=False)
-        values["token"] = None if self.token is None else "***"
-        values["pools"] = {p.priority: f"{p.workers}:{p.queue}" for p in self.pools}
-        return values
+def _options() -> dict[str, Option]:
+    options = [
+        Option("host", "127.0.0.1", _host, "address to listen on"),
+        Option("port", 8080, _int_between(0, 65535), "TCP port, 0 for any free one"),
+        Option(
+            "token",
+            None,
+            _token,
+            "bearer token, required off loopback; prefer the variable, which ps "
+            "does not show",
+        ),
+        Option(
+            "pools",
+            parse_pools(DEFAULT_POOLS),
+            parse_pools,
+            "pools as PRIORITY=WORKERS[:PREFETCH],...; PREFETCH (jobs claimed "
+            "from the journal ahead of a free worker) defaults to WORKERS",
+            shown_default=DEFAULT_POOLS,
+        ),
+        Option("job_timeout", None, _optional_seconds, "seconds per attempt"),
+        Option("retry_attempts", 1, _int_between(1, 100), "attempts per run of a job"),
+        Option(
+            "max_attempts",
+            5,
+            _int_between(1, 1000),
+            "runs of a job across restarts before it fails (a job that kills "
+            "its process would run for ever)",
+        ),
+        Option(
+            "grace_period",
+            30.0,
+            _seconds,
+            "seconds a shutdown lets jobs finish; jobs still running then are "
+            "left for the next start",
+        ),
+        Option("log_level", "INFO", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+        Option(
+            "journal",
+            "bulkhead-journal.sqlite3",
+            _journal,
+            "SQLite journal file (the queue), :memory: for none",
+        ),
+        Option(
+            "max_backlog",
+            1_000_000,
+            _int_between(1, 10**12),
+            "jobs waiting in one pool before submissions get 429",
+        ),
+        Option(
+            "max_batch",
+            10_000,
+            _int_between(1, 1_000_000),
+            "most jobs in one POST /jobs/batch",
+        ),
+        Option(
+            "keep_results", 10_000, _int_between(1, 10**9), "most finished jobs kept"
+        ),
+        Option("keep_results_for", 3600.0, _seconds, "seconds finished jobs are kept"),
+        Option(
+            "max_body",
+            16 * 1024 * 1024,
+            _int_between(64, 2**31),
+            "largest request body in bytes",
+        ),
+    ]
+    return {option.name: option for option in options}
 
 
 def parse_pools(text: str) -> tuple[PoolSpec, ...]:
@@ -152,16 +152,17 @@ def parse_pools(text: str) -> tuple[PoolSpec, ...]:
             priority = resolve_priority(int(name) if _is_int(name) else name)
         except ValueError as exc:
             raise ValueError(f"in {entry!r}: {exc}") from None
-        workers_text, _, queue_text = size.partition(":")
+        workers_text, colon, queue_text = size.partition(":")
         try:
             workers = int(workers_text)
-            queue = int(queue_text) if queue_text else DEFAULT_QUEUE
+            queue = int(queue_text) if colon else workers
         except ValueError:
             raise ValueError(
-                f"in {entry!r}: workers and queue must be integers"
+                f"in {entry!r}: workers and prefetch must be integers, as in "
+                "high=8 or high=8:16"
             ) from None
         if workers < 1 or queue < 0:
-            raise ValueError(f"in {entry!r}: need workers >= 1 and queue >= 0")
+            raise ValueError(f"in {entry!r}: need workers >= 1 and prefetch >= 0")
         if priority in specs:
             raise ValueError(f"pool {name!r} is configured twice")
         specs[priority] = PoolSpec(priority, workers, queue)
@@ -234,5 +235,110 @@ def _log_level(text: str) -> str:
 
 def _journal(text: str) -> str:
     if not text:
-        raise ValueError("expected a file path, or :memory: to keep nothing")
+        raise ValueError(
+            "expected a SQLite file path, a postgresql:// URL, or :memory: to "
+            "keep nothing"
+        )
     return text
+
+
+OPTIONS: Mapping[str, Option] = _options()
+"""Every setting of ``bulkhead serve``, by name: the one place each is
+defined."""
+
+
+def _default(name: str) -> Any:
+    return attrs.field(default=OPTIONS[name].default)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ServiceConfig:
+    """Everything ``bulkhead serve`` is configured with: one field per
+    :data:`OPTIONS` entry, which gives its flag, variable and default.
+
+    Build it with :meth:`load` (flags and environment) or directly in tests.
+    """
+
+    host: str = _default("host")
+    """Address to listen on."""
+    port: int = _default("port")
+    """TCP port; 0 picks a free one."""
+    token: str | None = _default("token")
+    """Bearer token every request but ``/health`` and ``/ready`` must carry;
+    required off loopback."""
+    pools: tuple[PoolSpec, ...] = _default("pools")
+    """The pools, e.g. ``low=2,high=8:16``."""
+    job_timeout: float | None = _default("job_timeout")
+    """Seconds per attempt; ``None`` for none."""
+    retry_attempts: int = _default("retry_attempts")
+    """Attempts per run, the first included."""
+    max_attempts: int = _default("max_attempts")
+    """Runs of a job across restarts before it is failed."""
+    grace_period: float = _default("grace_period")
+    """Seconds a shutdown lets jobs finish: a hard limit."""
+    log_level: str = _default("log_level")
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
+    journal: str = _default("journal")
+    """The journal: a SQLite file; ``:memory:`` keeps nothing."""
+    max_backlog: int = _default("max_backlog")
+    """Jobs waiting in one pool before submissions get 429."""
+    max_batch: int = _default("max_batch")
+    """Most jobs in one ``POST /jobs/batch``."""
+    keep_results: int = _default("keep_results")
+    """Most finished jobs kept readable."""
+    keep_results_for: float = _default("keep_results_for")
+    """Seconds a finished job stays readable."""
+    max_body: int = _default("max_body")
+    """Largest request body in bytes; larger gets 413."""
+
+    @classmethod
+    def load(
+        cls, flags: Mapping[str, str | None], env: Mapping[str, str]
+    ) -> ServiceConfig:
+        """Parse ``flags`` (option name → text, ``None`` if not given) over
+        ``env`` (``BULKHEAD_<NAME>``) over the defaults.
+
+        Raises:
+          ConfigError: listing every bad value, and a non-loopback host
+            without a token.
+        """
+        errors: list[str] = []
+        values: dict[str, Any] = {}
+        for option in OPTIONS.values():
+            text, where = flags.get(option.name), option.flag
+            if text is None:
+                text, where = env.get(option.variable), option.variable
+            if text is None:
+                continue
+            try:
+                values[option.name] = option.parse(text.strip())
+            except ValueError as exc:
+                errors.append(f"{where}={text!r}: {exc}")
+        host = values.get("host", "127.0.0.1")
+        if not errors and not _is_loopback(host) and values.get("token") is None:
+            errors.append(
+                f"host {host!r} is not loopback: set BULKHEAD_TOKEN "
+                "(or --token) so that only clients holding it can submit jobs"
+            )
+        if errors:
+            raise ConfigError("bad configuration:\n  " + "\n  ".join(errors))
+        return cls(**values)
+
+    def loggable(self) -> dict[str, Any]:
+        """The configuration as a dict for the start-up log, token hidden."""
+        values = attrs.asdict(self, recurse=False)
+        values["token"] = None if self.token is None else "***"
+        values["pools"] = {p.priority: f"{p.workers}:{p.queue}" for p in self.pools}
+        if "://" in self.journal:
+            values["journal"] = redact(self.journal)
+        return values
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.partition(':')[0]}:***@{host}"

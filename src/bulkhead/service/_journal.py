@@ -1,378 +1,312 @@
-"""The journal: every accepted job, in SQLite, before its 202 is sent.
+"""The journal is the queue: the one interface every job store implements.
 
-One ``sqlite3`` connection, used only through :func:`trio.to_thread.run_sync`
-under a :class:`trio.CapacityLimiter` of 1, so one thread at a time touches
-it and trio never blocks on disk. Writes go through a single writer task
-that commits whatever has piled up since its last commit in one transaction
-(group commit): a burst of submissions costs one fsync, not one each.
+A job takes one road (STYLE.md, section 8): request → validated
+:class:`NewJob` → one journal write (:meth:`Journal.accept`, committed before
+the 202) → claimed by its pool's feeder (:meth:`Journal.claim`) → run → its
+end written once (:meth:`Journal.finish`). Memory holds the jobs running and
+a small prefetch per pool; the backlog stays in the store, however long.
 
-What is written:
+Two stores implement it: SQLite (``_sqlite.py``, one process owns the file)
+and PostgreSQL (``_postgres.py``, several instances share it, with leases).
+The contract tests (``tests/test_journal.py``) run against both.
 
-* an accepted job (``state = 'accepted'``), awaited by :meth:`Journal.accept`
-  before the service answers 202;
-* its end (``succeeded``, ``failed``, ``cancelled`` with result or error),
-  queued by :meth:`Journal.finished` and committed by the next batch; the
-  service keeps the job in memory until then, and holds new submissions back
-  while more than ``max_pending`` ends wait (memory stays bounded).
+Design rules every implementation keeps:
 
-On start, rows still ``accepted`` are jobs that never finished: the service
-runs them again (at-least-once). Finished rows are pruned past
-``keep_results`` rows or ``keep_results_for`` seconds, so the file stays flat.
-WAL mode with ``synchronous=FULL``: a committed job survives a crash of the
-process and of the machine.
+* **Nothing accepted is lost.** :meth:`~Journal.accept` returns only after
+  its rows are committed; if the write fails it raises
+  :exc:`JournalUnavailable` and nothing of that call was recorded.
+  :meth:`~Journal.finish` and :meth:`~Journal.release` never fail: they queue
+  the write, which is retried until it commits, and :meth:`~Journal.get`
+  shows a queued end at once, so a reader never sees a finished job as
+  running. While writes fail, :attr:`~Journal.writable` is false (``/ready``
+  answers 503).
+* **Group commit.** Concurrent calls share transactions: a burst of
+  submissions and job ends costs one fsync, not one each.
+* **Claims are fenced.** Each claim carries a ``lease`` token; an end or
+  release whose token is no longer the row's (the job was rescued and
+  claimed again elsewhere) is refused, logged and dropped, never applied.
+* **Times are Unix seconds** (``time.time()``); the HTTP edge formats them
+  as RFC 3339.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from collections.abc import Sequence
-from typing import Any, final
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Literal, final
 
 import attrs
 import trio
 
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+"""A row's state. A ``queued`` row whose ``run_at`` is still ahead is shown
+as ``scheduled``: that is time passing, not a write."""
+TERMINAL: tuple[State, ...] = ("succeeded", "failed", "cancelled")
+"""The states a job never leaves."""
 MEMORY = ":memory:"
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    type TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    args TEXT NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    resumed INTEGER NOT NULL DEFAULT 0,
-    accepted_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    result TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
-"""
-COLUMNS = (
-    "id",
-    "type",
-    "priority",
-    "args",
-    "idempotency_key",
-    "state",
-    "attempts",
-    "resumed",
-    "accepted_at",
-    "started_at",
-    "finished_at",
-    "result",
-    "error",
-)
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+"""The journal location that keeps nothing across restarts."""
 
 
-class JournalError(RuntimeError):
-    """The journal could not record a job (disk full, file unreadable...)."""
+class JournalUnavailable(Exception):
+    """The journal cannot be opened or cannot write now.
+
+    The message names the store (path or URL without password) and the
+    cause, e.g. ``journal /data/j.sqlite3: database or disk is full``.
+    """
+
+
+class JournalLocked(JournalUnavailable):
+    """Another process owns this SQLite journal."""
 
 
 @final
-@attrs.define
-class _Accept:
+@attrs.frozen
+class NewJob:
+    """A validated submission, ready to be written."""
+
+    type: str
+    """The job type's registered name."""
+    priority: int
+    """The pool it runs in."""
+    args: str
+    """Its arguments, as JSON text (validated against the type's schema)."""
+    accepted_at: float
+    """When the service accepted it."""
+    run_at: float
+    """When it is due (``accepted_at`` unless delayed)."""
+    idempotency_key: str | None = None
+    """A key the client may repeat: one row per key, ever (while kept)."""
+
+
+@final
+@attrs.frozen
+class Accepted:
+    """What :meth:`Journal.accept` answers for one :class:`NewJob`."""
+
+    id: int
+    """The job's id (the first job's, for a repeated key)."""
+    duplicate: bool
+    """Whether its idempotency key was already recorded."""
+
+
+@final
+@attrs.frozen
+class Claimed:
+    """A due job handed to this instance to run."""
+
+    id: int
     type: str
     priority: int
     args: str
-    idempotency_key: str | None
+    """JSON text."""
+    runs: int
+    """How often it was claimed, this time included: more than one means an
+    earlier run was interrupted (crash, shutdown, lost lease)."""
     accepted_at: float
-    done: trio.Event = attrs.field(factory=trio.Event)
-    id: int = 0
-    created: bool = False
-    error: str | None = None
+    run_at: float
+    lease: int
+    """The fencing token :meth:`Journal.finish` and :meth:`Journal.release`
+    must carry."""
+
+
+@final
+@attrs.frozen
+class Claim:
+    """What :meth:`Journal.claim` answers."""
+
+    jobs: tuple[Claimed, ...]
+    """Due jobs, oldest ``run_at`` first, then lowest id."""
+    next_run_at: float | None
+    """The earliest ``run_at`` of the pool's jobs still queued (due or not),
+    ``None`` if there are none: when to look again."""
 
 
 @final
 @attrs.frozen
 class Finish:
-    """The end of one job, as :meth:`Journal.finished` records it."""
+    """The end of one run of a job."""
 
     id: int
-    state: str
+    lease: int
+    state: State
+    """``succeeded``, ``failed`` or ``cancelled``."""
     attempts: int
+    """Attempts of this run (retries included)."""
     started_at: float | None
     finished_at: float
+    result: str | None
+    """The return value as JSON text, for ``succeeded``."""
+    error: str | None
+    """``Type: message`` for ``failed``; ``cancelled`` for ``cancelled``."""
+
+
+@final
+@attrs.frozen
+class Release:
+    """A claimed job given back to the queue (shutdown), with its lease."""
+
+    id: int
+    lease: int
+    ran: bool
+    """Whether it started: a job never started does not count as a run."""
+
+
+@final
+@attrs.frozen
+class JobRecord:
+    """One job as the journal has it: the only view of a job there is."""
+
+    id: int
+    type: str
+    priority: int
+    state: State
+    args: str
+    idempotency_key: str | None
+    attempts: int
+    runs: int
+    accepted_at: float
+    run_at: float
+    started_at: float | None
+    finished_at: float | None
     result: str | None
     error: str | None
 
 
 @final
-class Journal:
-    """The service's job store (see the module docstring).
+@attrs.frozen
+class JobFilter:
+    """Which jobs :meth:`Journal.list` returns; ``None`` matches all.
 
-    Args:
-      path: the SQLite file, or ``":memory:"`` (nothing survives a restart).
-      keep_results: most finished jobs kept.
-      keep_results_for: seconds a finished job is kept.
-      max_pending: most job ends waiting to be written before
-        :meth:`wait_for_room` holds submissions back.
+    ``state="scheduled"`` means queued with ``run_at`` after ``now``;
+    ``state="queued"`` means queued and due by ``now``.
     """
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        keep_results: int,
-        keep_results_for: float,
-        max_pending: int = 1000,
-    ) -> None:
-        self.path = path
-        """The SQLite file, or ``":memory:"``."""
-        self._keep_results = keep_results
-        self._keep_results_for = keep_results_for
-        self._max_pending = max_pending
-        self._limiter = trio.CapacityLimiter(1)
-        self._connection: sqlite3.Connection | None = None
-        self._accepts: list[_Accept] = []
-        self._forgets: list[int] = []
-        self._finishes: list[Finish] = []
-        self._work = trio.Event()
-        self._room = trio.Event()
-        self._committed = trio.Event()
-        self._closing = False
-        self._last_prune = 0.0
-        self.on_committed: Any = None
-        """Called with the list of :class:`Finish` each batch committed."""
+    state: State | Literal["scheduled"] | None = None
+    type: str | None = None
+    priority: int | None = None
+    since: float | None = None
+    """Accepted at or after this time."""
+    until: float | None = None
+    """Accepted before this time."""
 
-    # --------------------------------------------------------------- set-up
 
-    async def open(self) -> None:
-        """Open (or create) the file and its table."""
-        await self._run(self._open)
+class Journal(abc.ABC):
+    """A durable job queue (see the module docstring).
 
-    def _open(self) -> None:
-        connection = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None
-        )
-        if self.path != MEMORY:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-        connection.executescript(_SCHEMA)
-        self._connection = connection
+    Life cycle: :meth:`open`, then ``await nursery.start(journal.run)`` (the
+    writer and any background task), then the calls below; :meth:`close`
+    makes :meth:`run` commit what is queued and return.
+    """
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+    location: str
+    """Where it stores jobs, as logs show it (a path, or a URL without its
+    password)."""
+    durable: bool
+    """False for ``:memory:``: nothing survives a restart."""
 
-    # --------------------------------------------------------------- writes
+    @property
+    @abc.abstractmethod
+    def writable(self) -> bool:
+        """False while writes fail (``/ready`` answers 503)."""
 
+    @abc.abstractmethod
+    async def open(self) -> int:
+        """Open or create the store, migrating its schema; return how many
+        jobs an earlier process left running, now queued again (0 where
+        leases do that, on PostgreSQL).
+
+        Raises:
+          JournalUnavailable: naming the store and why it cannot be opened.
+          JournalLocked: if another process owns it (SQLite).
+        """
+
+    @abc.abstractmethod
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The writer task: commit batches until :meth:`close`, then flush
-        what is left and close the file."""
-        task_status.started()
-        try:
-            while True:
-                await self._work.wait()
-                self._work = trio.Event()
-                accepts, self._accepts = self._accepts, []
-                forgets, self._forgets = self._forgets, []
-                finishes, self._finishes = self._finishes, []
-                if accepts or forgets or finishes:
-                    await self._commit(accepts, forgets, finishes)
-                if self._closing and not (
-                    self._accepts or self._forgets or self._finishes
-                ):
-                    break
-        finally:
-            with trio.CancelScope(shield=True):
-                await self._run(self._close)
+        """Write (group commit), renew leases, rescue; return after
+        :meth:`close` once everything queued is committed (or, if writes
+        keep failing, once the close timeout passed, saying what stays
+        unwritten)."""
 
-    async def _commit(
-        self, accepts: list[_Accept], forgets: list[int], finishes: list[Finish]
-    ) -> None:
-        now = time.time()
-        prune = now - self._last_prune >= 1.0
-        if prune:
-            self._last_prune = now
-        try:
-            await self._run(self._write, accepts, forgets, finishes, prune, now)
-        except sqlite3.Error as exc:
-            for accept in accepts:
-                accept.error = f"journal write failed: {exc}"
-        for accept in accepts:
-            accept.done.set()
-        if self.on_committed is not None and finishes:
-            self.on_committed(finishes)
-        self._room.set()
-        self._room = trio.Event()
-        self._committed.set()
-        self._committed = trio.Event()
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Make :meth:`run` flush and return (idempotent)."""
 
-    def _write(
-        self,
-        accepts: Sequence[_Accept],
-        forgets: Sequence[int],
-        finishes: Sequence[Finish],
-        prune: bool,
-        now: float,
-    ) -> None:
-        db = self._connection
-        assert db is not None
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for a in accepts:
-                cursor = db.execute(
-                    "INSERT INTO jobs (type, priority, args, idempotency_key, state,"
-                    " accepted_at) VALUES (?, ?, ?, ?, 'accepted', ?)"
-                    " ON CONFLICT (idempotency_key) DO NOTHING",
-                    (a.type, a.priority, a.args, a.idempotency_key, a.accepted_at),
-                )
-                if cursor.rowcount == 1:
-                    assert cursor.lastrowid is not None
-                    a.id, a.created = cursor.lastrowid, True
-                else:
-                    row = db.execute(
-                        "SELECT id FROM jobs WHERE idempotency_key = ?",
-                        (a.idempotency_key,),
-                    ).fetchone()
-                    a.id, a.created = row[0], False
-            db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in forgets])
-            db.executemany(
-                "UPDATE jobs SET state = ?, attempts = ?, started_at = ?,"
-                " finished_at = ?, result = ?, error = ? WHERE id = ?",
-                [
-                    (
-                        f.state,
-                        f.attempts,
-                        f.started_at,
-                        f.finished_at,
-                        f.result,
-                        f.error,
-                        f.id,
-                    )
-                    for f in finishes
-                ],
-            )
-            if prune:
-                self._prune(db, now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    @abc.abstractmethod
+    async def accept(self, jobs: Sequence[NewJob]) -> list[Accepted]:
+        """Record ``jobs`` in one transaction, all or nothing; return once
+        committed, one :class:`Accepted` per job in order.
 
-    def _prune(self, db: sqlite3.Connection, now: float) -> None:
-        db.execute(
-            "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
-            (now - self._keep_results_for,),
-        )
-        db.execute(
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at"
-            " IS NOT NULL ORDER BY id DESC LIMIT -1 OFFSET ?)",
-            (self._keep_results,),
-        )
-
-    async def accept(
-        self,
-        type: str,
-        priority: int,
-        args: str,
-        idempotency_key: str | None,
-        accepted_at: float,
-    ) -> tuple[int, bool]:
-        """Record an accepted job; return ``(id, created)`` once committed.
-
-        ``created`` is false when ``idempotency_key`` was already used: the
-        id is then the earlier job's, and nothing new was recorded.
+        A key seen before (earlier, or earlier in ``jobs``) answers the first
+        job's id with ``duplicate=True`` and records nothing new.
 
         Raises:
-          JournalError: if the write failed (nothing was recorded).
+          JournalUnavailable: if the write failed: nothing was recorded.
         """
-        entry = _Accept(type, priority, args, idempotency_key, accepted_at)
-        self._accepts.append(entry)
-        self._work.set()
-        await entry.done.wait()
-        if entry.error is not None:
-            raise JournalError(entry.error)
-        return entry.id, entry.created
 
-    def forget(self, id: int) -> None:
-        """Delete job ``id``, which was recorded but never dispatched."""
-        self._forgets.append(id)
-        self._work.set()
+    @abc.abstractmethod
+    async def claim(self, priority: int, limit: int) -> Claim:
+        """Take up to ``limit`` due jobs of pool ``priority``: they become
+        ``running`` here, their ``runs`` counted.
 
-    def finished(self, finish: Finish) -> None:
-        """Record the end of a job, in the next batch."""
-        self._finishes.append(finish)
-        self._work.set()
+        Raises:
+          JournalUnavailable: if the store cannot be read or written now.
+        """
 
-    async def wait_for_room(self) -> None:
-        """Wait while more than ``max_pending`` job ends wait to be written."""
-        while len(self._finishes) > self._max_pending:
-            await self._room.wait()
+    @abc.abstractmethod
+    async def wait_for_jobs(self, priority: int, until: float | None) -> None:
+        """Return when a job of pool ``priority`` may have become due: a
+        submission to it, ``until`` (Unix time) passing, or, where other
+        instances submit, a notification or the poll interval."""
 
-    async def flush(self) -> None:
-        """Return once everything recorded so far is committed."""
-        while self._accepts or self._forgets or self._finishes:
-            await self._committed.wait()
+    @abc.abstractmethod
+    def finish(self, finish: Finish) -> None:
+        """Queue the end of a run; it is committed by the writer, retried
+        until it is, and shown by :meth:`get` at once."""
 
-    def close(self) -> None:
-        """Make :meth:`run` flush what is pending and return."""
-        self._closing = True
-        self._work.set()
+    @abc.abstractmethod
+    def release(self, release: Release) -> None:
+        """Queue giving a claimed job back to the queue (as :meth:`finish`)."""
 
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+    @abc.abstractmethod
+    async def cancel(self, id: int) -> JobRecord | None:
+        """Cancel job ``id`` if it is queued (or scheduled); return its record
+        as it was *before* (``None`` if unknown), so its state says what
+        happened: ``queued`` means this call cancelled it; a running job is
+        left as it is (the instance running it cancels it and records the
+        end); a finished one too.
 
-    # ---------------------------------------------------------------- reads
+        Raises:
+          JournalUnavailable: if the write failed.
+        """
 
-    async def get(self, id: int) -> dict[str, Any] | None:
-        """The row of job ``id``, or ``None``."""
-        rows = await self._select(" WHERE id = ?", (id,))
-        return rows[0] if rows else None
+    @abc.abstractmethod
+    async def get(self, id: int) -> JobRecord | None:
+        """Job ``id`` (with any end not yet committed), or ``None``."""
 
-    async def find_key(self, idempotency_key: str) -> int | None:
-        """The id of the job submitted with ``idempotency_key``, if kept."""
-        rows = await self._select(" WHERE idempotency_key = ?", (idempotency_key,))
-        return int(rows[0]["id"]) if rows else None
+    @abc.abstractmethod
+    async def list(
+        self, filter: JobFilter, *, after: int, limit: int, now: float
+    ) -> list[JobRecord]:
+        """Up to ``limit`` jobs matching ``filter`` with ids above ``after``,
+        in id order (keyset pagination: stable under inserts)."""
 
-    async def list_jobs(
-        self, state: str | None, limit: int, offset: int
-    ) -> list[dict[str, Any]]:
-        """Rows in id order, of one ``state`` (``"accepted"`` for unfinished)."""
-        if state is None:
-            return await self._select(" ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
-        return await self._select(
-            " WHERE state = ? ORDER BY id LIMIT ? OFFSET ?", (state, limit, offset)
-        )
+    @abc.abstractmethod
+    async def counts(self) -> Mapping[int, Mapping[State, int]]:
+        """Rows per pool and state, from counters the writes keep (never a
+        scan of the table)."""
 
-    async def unfinished(self) -> list[dict[str, Any]]:
-        """Accepted jobs that never finished, oldest first, each counted as
-        one more resume."""
-        return await self._run(self._take_unfinished)  # type: ignore[no-any-return]
 
-    def _take_unfinished(self) -> list[dict[str, Any]]:
-        db = self._connection
-        assert db is not None
-        db.execute("BEGIN IMMEDIATE")
-        rows = db.execute(f"{_SELECT} WHERE state = 'accepted' ORDER BY id").fetchall()
-        db.execute("UPDATE jobs SET resumed = resumed + 1 WHERE state = 'accepted'")
-        db.execute("COMMIT")
-        return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+def open_journal(
+    location: str, *, keep_results: int, keep_results_for: float
+) -> Journal:
+    """The journal ``location`` names: a ``postgresql://`` URL, else a SQLite
+    file path (``:memory:`` for none)."""
+    # Imported here: each store pulls in its own driver, and the PostgreSQL
+    # one is an optional extra.
+    from ._sqlite import SQLiteJournal
 
-    async def count(self) -> int:
-        """How many rows the journal holds."""
-        rows = await self._run(self._query, "SELECT count(*) FROM jobs", ())
-        return rows[0][0]  # type: ignore[no-any-return]
-
-    async def _select(
-        self, where: str, params: tuple[Any, ...]
-    ) -> list[dict[str, Any]]:
-        rows = await self._run(self._query, _SELECT + where, params)
-        return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
-
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        db = self._connection
-        if db is None:
-            raise JournalError("the journal is closed")
-        return db.execute(sql, params).fetchall()
+    return SQLiteJournal(
+        location, keep_results=keep_results, keep_results_for=keep_results_for
+    )

@@ -172,7 +172,7 @@ def _arguments_model(
         fields[param.name] = (hints[param.name], default)
     model: type[pydantic.BaseModel] = pydantic.create_model(
         f"{name}_arguments",
-        __config__=pydantic.ConfigDict(extra="forbid"),
+        __config__=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False),
         **fields,
     )
     return model, None

@@ -1,0 +1,666 @@
+"""The SQLite journal: one process owns one file, and it is the queue.
+
+One writer connection, used only from :func:`trio.to_thread.run_sync` under a
+:class:`trio.CapacityLimiter` of 1, and a second connection for reads (WAL
+lets readers run beside the writer; ``:memory:`` has one connection for
+both). A single writer task takes whatever piled up since its last
+transaction (submissions, claims, ends, releases, cancels) and commits it in
+one (group commit): a burst costs one fsync. WAL with ``synchronous=FULL``:
+a committed job survives a crash of the process and of the machine.
+
+Ownership: :meth:`SQLiteJournal.open` takes an exclusive ``flock`` on
+``<file>.lock`` for the life of the process, so a second ``bulkhead serve``
+on the same file refuses to start instead of running the first one's jobs.
+Rows a dead owner left ``running`` are queued again at open (at least once).
+
+A failed write (disk full, I/O error) fails the submissions and claims of
+that transaction at once; the ends and releases in it stay queued in memory
+and are retried with backoff until they commit. SQLite rolls a transaction
+back by itself on some errors (``SQLITE_FULL``): the rollback here runs only
+if a transaction is still open, so the log shows the real error.
+
+Counters of rows per pool and state are read once at open (an index scan)
+and kept exact by the writer, which is the only one to change rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, final
+
+import attrs
+import trio
+
+from ._journal import (
+    MEMORY,
+    TERMINAL,
+    Accepted,
+    Claim,
+    Claimed,
+    Finish,
+    JobFilter,
+    JobRecord,
+    Journal,
+    JournalLocked,
+    JournalUnavailable,
+    NewJob,
+    Release,
+    State,
+)
+
+log = logging.getLogger("bulkhead.service.journal")
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 2
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    args TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    runs INTEGER NOT NULL DEFAULT 0,
+    lease INTEGER NOT NULL DEFAULT 0,
+    accepted_at REAL NOT NULL,
+    run_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, run_at, id);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)
+    WHERE finished_at IS NOT NULL;
+"""
+# Version 1 was 0.1's journal: state 'accepted' for unfinished jobs and a
+# 'resumed' count; no run_at, runs or lease.
+_FROM_VERSION_1 = """
+ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN lease INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN run_at REAL;
+UPDATE jobs SET run_at = accepted_at, runs = resumed;
+UPDATE jobs SET state = 'queued' WHERE state = 'accepted';
+DROP INDEX IF EXISTS jobs_state;
+"""
+_COLUMNS = (
+    "id, type, priority, state, args, idempotency_key, attempts, runs,"
+    " accepted_at, run_at, started_at, finished_at, result, error"
+)
+RETRY_BACKOFF = (0.05, 2.0)
+"""First and longest wait, in seconds, before a failed write is tried again."""
+CLOSE_TIMEOUT = 10.0
+"""Seconds :meth:`SQLiteJournal.run` keeps retrying unwritten ends at close."""
+
+
+@final
+@attrs.define(eq=False)
+class _Pending:
+    """A call waiting for the writer's next transaction."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: JournalUnavailable | None = None
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@final
+@attrs.define(eq=False)
+class _Batch:
+    """What one transaction writes."""
+
+    accepts: list[tuple[Sequence[NewJob], _Pending]] = attrs.field(factory=list)
+    claims: list[tuple[int, int, _Pending]] = attrs.field(factory=list)
+    cancels: list[tuple[int, _Pending]] = attrs.field(factory=list)
+    finishes: list[Finish] = attrs.field(factory=list)
+    releases: list[Release] = attrs.field(factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.accepts
+            or self.claims
+            or self.cancels
+            or self.finishes
+            or self.releases
+        )
+
+    def waiters(self) -> Iterator[_Pending]:
+        yield from (pending for _, pending in self.accepts)
+        yield from (pending for *_, pending in self.claims)
+        yield from (pending for _, pending in self.cancels)
+
+
+@final
+class SQLiteJournal(Journal):
+    """The journal in a SQLite file (see the module docstring).
+
+    Args:
+      path: the file, or ``":memory:"`` (nothing survives a restart).
+      keep_results: most finished jobs kept.
+      keep_results_for: seconds a finished job is kept.
+    """
+
+    def __init__(
+        self, path: str, *, keep_results: int = 10_000, keep_results_for: float = 3600
+    ) -> None:
+        self.location = path
+        self.durable = path != MEMORY
+        self._keep_results = keep_results
+        self._keep_results_for = keep_results_for
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(1)
+        self._lock_fd: int | None = None
+        self._batch = _Batch()
+        self._work = trio.Event()
+        self._closing = False
+        self._writable = True
+        self._last_prune = 0.0
+        self._counts: Counter[tuple[int, State]] = Counter()
+        # Ends queued but not committed yet: get() shows them at once.
+        self._ending: dict[int, Finish] = {}
+        self._wakers: dict[int, tuple[trio.Event, float | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"<bulkhead.service.SQLiteJournal {self.location!r}>"
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    # ------------------------------------------------------------- opening
+
+    async def open(self) -> int:
+        try:
+            return await trio.to_thread.run_sync(self._open)
+        except (sqlite3.Error, OSError) as exc:
+            self._close_connections()
+            raise JournalUnavailable(self._why(exc)) from None
+
+    def _why(self, exc: BaseException) -> str:
+        text = exc.strerror if isinstance(exc, OSError) else str(exc)
+        return f"journal {self.location}: {text}"
+
+    def _open(self) -> int:
+        if self.durable:
+            self._lock()
+        writer = sqlite3.connect(
+            self.location, check_same_thread=False, isolation_level=None
+        )
+        self._writer = writer
+        if self.durable:
+            writer.execute("PRAGMA journal_mode=WAL")
+            writer.execute("PRAGMA synchronous=FULL")
+        self._migrate(writer)
+        requeued = writer.execute(
+            "UPDATE jobs SET state = 'queued' WHERE state = 'running'"
+        ).rowcount
+        for priority, state, count in writer.execute(
+            "SELECT priority, state, count(*) FROM jobs GROUP BY priority, state"
+        ):
+            self._counts[priority, state] = count
+        if self.durable:
+            self._reader = sqlite3.connect(
+                self.location, check_same_thread=False, isolation_level=None
+            )
+            self._reader.execute("PRAGMA query_only=1")
+        else:
+            self._reader = writer
+            self._read_limiter = self._write_limiter
+        return requeued
+
+    def _lock(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.location))
+        if not os.path.isdir(directory):
+            raise JournalUnavailable(
+                f"journal {self.location}: directory {directory} does not exist"
+            )
+        if os.path.isdir(self.location):
+            raise JournalUnavailable(
+                f"journal {self.location}: is a directory; give a file path"
+            )
+        fd = os.open(self.location + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(
+                f"journal {self.location}: another bulkhead serve process owns "
+                "it; stop that one, or give this one another --journal"
+            ) from None
+        self._lock_fd = fd
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalUnavailable(
+                f"journal {self.location}: written by a newer bulkhead (schema "
+                f"{version}, this one knows {SCHEMA_VERSION}); upgrade bulkhead"
+            )
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        with self._transaction(db):
+            if "resumed" in columns and "runs" not in columns:
+                _execute_script(db, _FROM_VERSION_1)
+            _execute_script(db, _SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            # SQLite has rolled back by itself after SQLITE_FULL and a few
+            # other errors; a second ROLLBACK would hide the real error.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -------------------------------------------------------------- writer
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        backoff = RETRY_BACKOFF[0]
+        give_up_at = float("inf")
+        try:
+            while True:
+                if not self._batch:
+                    if self._closing:
+                        return
+                    await self._work.wait()
+                    self._work = trio.Event()
+                batch, self._batch = self._batch, _Batch()
+                if await self._commit(batch):
+                    backoff = RETRY_BACKOFF[0]
+                    continue
+                # Ends and releases go back to the head of the queue.
+                self._batch.finishes[:0] = batch.finishes
+                self._batch.releases[:0] = batch.releases
+                if self._closing:
+                    give_up_at = min(give_up_at, trio.current_time() + CLOSE_TIMEOUT)
+                    if trio.current_time() >= give_up_at:
+                        self._abandon_unwritten()
+                        return
+                with trio.move_on_after(backoff):
+                    await self._work.wait()
+                backoff = min(backoff * 2, RETRY_BACKOFF[1])
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    self._close_connections, limiter=self._write_limiter
+                )
+
+    def _abandon_unwritten(self) -> None:
+        ids = [f.id for f in self._batch.finishes] + [
+            r.id for r in self._batch.releases
+        ]
+        log.error(
+            "journal %s: %d job ends could not be written; those jobs run "
+            "again at the next start",
+            self.location,
+            len(ids),
+            extra={"event": "journal_unwritten", "jobs": ids},
+        )
+
+    async def _commit(self, batch: _Batch) -> bool:
+        now = time.time()
+        prune = now - self._last_prune >= 1.0
+        try:
+            changes = await trio.to_thread.run_sync(
+                self._write, batch, prune, now, limiter=self._write_limiter
+            )
+        except sqlite3.Error as exc:
+            error = JournalUnavailable(self._why(exc))
+            if self._writable:
+                log.error(
+                    "journal write failed: %s", error, extra={"event": "journal_failed"}
+                )
+            self._writable = False
+            for pending in batch.waiters():
+                pending.error = error
+                pending.done.set()
+            return False
+        if not self._writable:
+            log.info(
+                "journal %s writes again",
+                self.location,
+                extra={"event": "journal_recovered"},
+            )
+        self._writable = True
+        if prune:
+            self._last_prune = now
+        self._counts.update(changes)
+        for finish in batch.finishes:
+            if self._ending.get(finish.id) is finish:
+                del self._ending[finish.id]
+        for pending in batch.waiters():
+            pending.done.set()
+        self._wake(batch)
+        return True
+
+    def _wake(self, batch: _Batch) -> None:
+        for jobs, _ in batch.accepts:
+            for job in jobs:
+                waker = self._wakers.get(job.priority)
+                if waker is not None and (waker[1] is None or job.run_at < waker[1]):
+                    waker[0].set()
+        if batch.releases:
+            for event, _ in self._wakers.values():
+                event.set()
+
+    def _write(self, batch: _Batch, prune: bool, now: float) -> Counter[Any]:
+        db = self._writer
+        if db is None:
+            raise sqlite3.OperationalError("the journal is closed")
+        changes: Counter[Any] = Counter()
+        with self._transaction(db):
+            for jobs, pending in batch.accepts:
+                pending.result = self._insert(db, jobs, changes)
+            for finish in batch.finishes:
+                self._finish(db, finish, changes)
+            for release in batch.releases:
+                self._release(db, release, changes)
+            for id, pending in batch.cancels:
+                pending.result = self._cancel(db, id, now, changes)
+            for priority, limit, pending in batch.claims:
+                pending.result = self._claim(db, priority, limit, now, changes)
+            if prune:
+                self._prune(db, now, changes)
+        return changes
+
+    def _insert(
+        self, db: sqlite3.Connection, jobs: Sequence[NewJob], changes: Counter[Any]
+    ) -> list[Accepted]:
+        answers = []
+        for job in jobs:
+            row = db.execute(
+                "INSERT INTO jobs (type, priority, args, idempotency_key, state,"
+                " accepted_at, run_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                (
+                    job.type,
+                    job.priority,
+                    job.args,
+                    job.idempotency_key,
+                    job.accepted_at,
+                    job.run_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                answers.append(Accepted(row[0], duplicate=False))
+                changes[job.priority, "queued"] += 1
+            else:
+                (id,) = db.execute(
+                    "SELECT id FROM jobs WHERE idempotency_key = ?",
+                    (job.idempotency_key,),
+                ).fetchone()
+                answers.append(Accepted(id, duplicate=True))
+        return answers
+
+    def _finish(
+        self, db: sqlite3.Connection, finish: Finish, changes: Counter[Any]
+    ) -> None:
+        row = db.execute(
+            "UPDATE jobs SET state = ?, attempts = ?, started_at = ?,"
+            " finished_at = ?, result = ?, error = ?"
+            " WHERE id = ? AND lease = ? AND state = 'running' RETURNING priority",
+            (
+                finish.state,
+                finish.attempts,
+                finish.started_at,
+                finish.finished_at,
+                finish.result,
+                finish.error,
+                finish.id,
+                finish.lease,
+            ),
+        ).fetchone()
+        if row is None:
+            self._fenced(finish.id, finish.lease, "end")
+            return
+        changes[row[0], "running"] -= 1
+        changes[row[0], finish.state] += 1
+
+    def _release(
+        self, db: sqlite3.Connection, release: Release, changes: Counter[Any]
+    ) -> None:
+        row = db.execute(
+            "UPDATE jobs SET state = 'queued', runs = runs - ?"
+            " WHERE id = ? AND lease = ? AND state = 'running' RETURNING priority",
+            (0 if release.ran else 1, release.id, release.lease),
+        ).fetchone()
+        if row is None:
+            self._fenced(release.id, release.lease, "release")
+            return
+        changes[row[0], "running"] -= 1
+        changes[row[0], "queued"] += 1
+
+    def _fenced(self, id: int, lease: int, what: str) -> None:
+        log.warning(
+            "job %s: %s dropped, its lease %d is no longer the job's",
+            id,
+            what,
+            lease,
+            extra={"event": "journal_fenced", "job": id, "lease": lease},
+        )
+
+    def _cancel(
+        self, db: sqlite3.Connection, id: int, now: float, changes: Counter[Any]
+    ) -> JobRecord | None:
+        found = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (id,))
+        before = _record(found.fetchone())
+        if before is not None and before.state == "queued":
+            db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?,"
+                " error = 'cancelled' WHERE id = ?",
+                (now, id),
+            )
+            changes[before.priority, "queued"] -= 1
+            changes[before.priority, "cancelled"] += 1
+        return before
+
+    def _claim(
+        self,
+        db: sqlite3.Connection,
+        priority: int,
+        limit: int,
+        now: float,
+        changes: Counter[Any],
+    ) -> Claim:
+        rows = db.execute(
+            "UPDATE jobs SET state = 'running', runs = runs + 1, lease = lease + 1"
+            " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'"
+            " AND priority = ? AND run_at <= ? ORDER BY run_at, id LIMIT ?)"
+            " RETURNING id, type, priority, args, runs, accepted_at, run_at, lease",
+            (priority, now, limit),
+        ).fetchall()
+        jobs = sorted((Claimed(*row) for row in rows), key=lambda c: (c.run_at, c.id))
+        changes[priority, "queued"] -= len(jobs)
+        changes[priority, "running"] += len(jobs)
+        (next_run_at,) = db.execute(
+            "SELECT min(run_at) FROM jobs WHERE state = 'queued' AND priority = ?",
+            (priority,),
+        ).fetchone()
+        return Claim(tuple(jobs), next_run_at)
+
+    def _prune(self, db: sqlite3.Connection, now: float, changes: Counter[Any]) -> None:
+        pruned = db.execute(
+            "DELETE FROM jobs WHERE finished_at < ? RETURNING priority, state",
+            (now - self._keep_results_for,),
+        ).fetchall()
+        finished = sum(
+            n for (_, state), n in (self._counts + changes).items() if state in TERMINAL
+        ) - len(pruned)
+        if finished > self._keep_results:
+            pruned += db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at"
+                " IS NOT NULL ORDER BY finished_at LIMIT ?) RETURNING priority, state",
+                (finished - self._keep_results,),
+            ).fetchall()
+        for priority, state in pruned:
+            changes[priority, state] -= 1
+
+    async def _submit(self, add: Callable[[_Pending], None]) -> Any:
+        if self._closing:
+            raise JournalUnavailable(f"journal {self.location}: closing")
+        pending = _Pending()
+        add(pending)
+        self._work.set()
+        return await pending.wait()
+
+    # --------------------------------------------------------- the queue
+
+    async def accept(self, jobs: Sequence[NewJob]) -> list[Accepted]:
+        result: list[Accepted] = await self._submit(
+            lambda p: self._batch.accepts.append((jobs, p))
+        )
+        return result
+
+    async def claim(self, priority: int, limit: int) -> Claim:
+        result: Claim = await self._submit(
+            lambda p: self._batch.claims.append((priority, limit, p))
+        )
+        return result
+
+    async def wait_for_jobs(self, priority: int, until: float | None) -> None:
+        event = trio.Event()
+        self._wakers[priority] = (event, until)
+        deadline = (
+            float("inf")
+            if until is None
+            else trio.current_time() + max(0.0, until - time.time())
+        )
+        try:
+            with trio.move_on_at(deadline):
+                await event.wait()
+        finally:
+            del self._wakers[priority]
+
+    def finish(self, finish: Finish) -> None:
+        self._ending[finish.id] = finish
+        self._batch.finishes.append(finish)
+        self._work.set()
+
+    def release(self, release: Release) -> None:
+        self._batch.releases.append(release)
+        self._work.set()
+
+    async def cancel(self, id: int) -> JobRecord | None:
+        result: JobRecord | None = await self._submit(
+            lambda p: self._batch.cancels.append((id, p))
+        )
+        return result
+
+    def close(self) -> None:
+        self._closing = True
+        self._work.set()
+
+    # --------------------------------------------------------------- reads
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def query() -> list[tuple[Any, ...]]:
+            db = self._reader
+            if db is None:
+                raise sqlite3.OperationalError("the journal is closed")
+            return db.execute(sql, params).fetchall()
+
+        try:
+            return await trio.to_thread.run_sync(query, limiter=self._read_limiter)
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(self._why(exc)) from None
+
+    def _with_ending(self, record: JobRecord) -> JobRecord:
+        finish = self._ending.get(record.id)
+        if finish is None or record.state != "running":
+            return record
+        return attrs.evolve(
+            record,
+            state=finish.state,
+            attempts=finish.attempts,
+            started_at=finish.started_at,
+            finished_at=finish.finished_at,
+            result=finish.result,
+            error=finish.error,
+        )
+
+    async def get(self, id: int) -> JobRecord | None:
+        rows = await self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (id,))
+        record = _record(rows[0] if rows else None)
+        return None if record is None else self._with_ending(record)
+
+    async def list(
+        self, filter: JobFilter, *, after: int, limit: int, now: float
+    ) -> list[JobRecord]:
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after]
+        if filter.state == "scheduled":
+            where += ["state = 'queued'", "run_at > ?"]
+            params.append(now)
+        elif filter.state == "queued":
+            where += ["state = 'queued'", "run_at <= ?"]
+            params.append(now)
+        elif filter.state is not None:
+            where.append("state = ?")
+            params.append(filter.state)
+        for column, value, test in (
+            ("type", filter.type, "="),
+            ("priority", filter.priority, "="),
+            ("accepted_at", filter.since, ">="),
+            ("accepted_at", filter.until, "<"),
+        ):
+            if value is not None:
+                where.append(f"{column} {test} ?")
+                params.append(value)
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+            " ORDER BY id LIMIT ?",
+            [*params, limit],
+        )
+        return [self._with_ending(r) for r in map(_record, rows) if r is not None]
+
+    async def counts(self) -> Mapping[int, Mapping[State, int]]:
+        await trio.lowlevel.checkpoint()
+        counts: dict[int, dict[State, int]] = {}
+        for (priority, state), n in self._counts.items():
+            if n:
+                counts.setdefault(priority, {})[state] = n
+        return counts
+
+    # --------------------------------------------------------------- close
+
+    def _close_connections(self) -> None:
+        for db in {id(c): c for c in (self._reader, self._writer) if c}.values():
+            db.close()
+        self._reader = self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _record(row: tuple[Any, ...] | None) -> JobRecord | None:
+    return None if row is None else JobRecord(*row)
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits the open transaction first.
+    for statement in filter(str.strip, script.split(";")):
+        db.execute(statement)
