@@ -57,10 +57,12 @@ class RemoteError(ServiceError):
 
     The subclasses say which. Those with a twin among the service's own
     errors are that error too (:class:`JobRejected` is a
-    :class:`SubmissionInvalid`, :class:`NoSuchJob` a :class:`JobNotFound`,
-    and so on), so one ``except`` handles a :class:`Service` in the same
+    ``SubmissionInvalid``, :class:`NoSuchJob` a ``JobNotFound``,
+    and so on), so one ``except`` handles a ``Service`` in the same
     process and one over HTTP alike. ``str()`` is the server's message
-    followed by what to do about it.
+    followed by what to do about it; ``fields`` holds the refused fields of
+    a 422 answer (``FieldError``: ``index`` in a batch, ``field``,
+    ``message``), empty otherwise.
     """
 
     status: int | None
@@ -98,7 +100,7 @@ class JobRejected(RemoteError, SubmissionInvalid):
     """422 (or 400): a submission does not fit; ``fields`` says where.
 
     Nothing of it was accepted, a batch included. The HTTP twin of
-    :class:`SubmissionInvalid`.
+    ``SubmissionInvalid``.
     """
 
     advice = (
@@ -110,7 +112,7 @@ class JobRejected(RemoteError, SubmissionInvalid):
 class ServiceBusy(RemoteError, BacklogFull):
     """429: the pool's backlog is full (``BULKHEAD_MAX_BACKLOG``). Nothing
     was accepted; ``retry_after`` says when to try again. The HTTP twin of
-    :class:`BacklogFull`."""
+    ``BacklogFull``."""
 
     retry_after: int
     advice = "nothing was accepted; submit again after retry_after seconds"
@@ -119,7 +121,7 @@ class ServiceBusy(RemoteError, BacklogFull):
 class ServiceUnavailable(RemoteError, Unavailable):
     """503: the service is draining to stop, or cannot write its journal.
     Nothing was accepted; ``retry_after`` says when to try again. The HTTP
-    twin of :class:`Unavailable`."""
+    twin of ``Unavailable``."""
 
     retry_after: int
     advice = (
@@ -130,7 +132,7 @@ class ServiceUnavailable(RemoteError, Unavailable):
 
 class NoSuchJob(RemoteError, JobNotFound):
     """404: no job has this id, or it finished long enough ago to be pruned.
-    The HTTP twin of :class:`JobNotFound`."""
+    The HTTP twin of ``JobNotFound``."""
 
     advice = (
         "check the id that submit() returned; finished jobs are kept for "
@@ -140,7 +142,7 @@ class NoSuchJob(RemoteError, JobNotFound):
 
 class AlreadyFinished(RemoteError, JobFinished):
     """409: :meth:`~Client.cancel` of a job that has already finished. The
-    HTTP twin of :class:`JobFinished`."""
+    HTTP twin of ``JobFinished``."""
 
     advice = "there is nothing left to cancel; get() shows how it ended"
 
@@ -659,7 +661,7 @@ class Client:
             job = client.submit("add", {"x": 2, "y": 3})
             later = client.submit("report", {"day": "mon"}, delay=3600)
 
-        Args are those of :class:`Submission`.
+        Args are those of ``Submission``.
 
         Returns:
             Submitted: the job's id, and whether the idempotency key was
@@ -695,8 +697,8 @@ class Client:
 
         Raises:
             ValueError: if there are more than ``max_batch`` submissions.
-            TypeError: if an item is not a :class:`Submission`.
-            JobRejected: if any job is refused (:attr:`~RemoteError.fields`
+            TypeError: if an item is not a ``Submission``.
+            JobRejected: if any job is refused (its ``fields``
                 names each by its ``index``); nothing was accepted.
             ServiceBusy: if a pool's backlog is full; nothing was accepted.
         """
@@ -713,7 +715,7 @@ class Client:
             info = client.get(job.id)   # info.state == "queued", ...
 
         Raises:
-            JobNotFound: if there is no such job (or it was pruned).
+            NoSuchJob: if there is no such job (or it was pruned).
         """
         return JobInfo.from_json(self._request("GET", f"/jobs/{_job_id(id)}"))
 
@@ -746,7 +748,7 @@ class Client:
         Raises:
             WaitTimeout: if the job has not finished within ``timeout``
                 (the job goes on).
-            JobNotFound: if there is no such job.
+            NoSuchJob: if there is no such job.
         """
         backoff = _Backoff(timeout, poll, max_poll)
         while True:
@@ -762,8 +764,8 @@ class Client:
         ``cancelled`` soon after (:meth:`wait` for it).
 
         Raises:
-            JobNotFound: if there is no such job.
-            JobAlreadyFinished: if it has already finished.
+            NoSuchJob: if there is no such job.
+            AlreadyFinished: if it has already finished.
         """
         return JobInfo.from_json(self._request("DELETE", f"/jobs/{_job_id(id)}"))
 
