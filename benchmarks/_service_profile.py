@@ -22,7 +22,11 @@ from typing import Any
 # caller of ours (the run loop itself) stay with trio's. Socket syscalls are a
 # layer of their own, whoever made them.
 LAYERS: tuple[tuple[str, str], ...] = (
-    ("journal: SQLite writes (worker thread)", r"bulkhead/service/_journal\.py"),
+    (
+        "journal: SQLite writes (worker thread)",
+        r"bulkhead/service/_(journal|sqlite)\.py",
+    ),
+    ("service feeder: claiming rows for the pools", r"bulkhead/service/_feeder\.py"),
     ("logging: the JSON log line per job", r"logging/|bulkhead/service/_logging"),
     ("JSON encoding and decoding", r"json/"),
     ("pydantic validation", r"pydantic"),
