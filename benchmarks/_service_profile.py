@@ -24,13 +24,13 @@ from typing import Any
 LAYERS: tuple[tuple[str, str], ...] = (
     (
         "journal: SQLite writes (worker thread)",
-        r"bulkhead/service/_(journal|sqlite)\.py",
+        r"bulkhead/service/_(journal|sqlite|postgres)\.py",
     ),
     ("service feeder: claiming rows for the pools", r"bulkhead/service/_feeder\.py"),
     ("logging: the JSON log line per job", r"logging/|bulkhead/service/_logging"),
     ("JSON encoding and decoding", r"json/"),
     ("pydantic validation", r"pydantic"),
-    ("bulkhead service core", r"bulkhead/service/_service\.py"),
+    ("bulkhead service core", r"bulkhead/service/_(service|intake|running|views)\.py"),
     ("bulkhead service HTTP edge", r"bulkhead/service/(_app|_http)"),
     ("bulkhead pools: running the job", r"bulkhead/"),
     ("FastAPI routing and dependencies", r"fastapi/"),

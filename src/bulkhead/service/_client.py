@@ -33,7 +33,7 @@ from ._errors import (
     SubmissionInvalid,
     Unavailable,
 )
-from ._service import Submission
+from ._intake import Submission
 
 JobStatus = Literal[
     "scheduled", "queued", "running", "succeeded", "failed", "cancelled"
