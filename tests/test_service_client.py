@@ -63,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.url, timeout=10) as c:
+    with Client(server.url, timeout=30) as c:
         yield c
 
 
@@ -133,7 +133,7 @@ def submit_until_busy(
 def test_submit_then_wait_returns_the_typed_job(client: Client) -> None:
     submitted = client.submit("add", {"x": 2, "y": 3})
     assert submitted == Submitted(id=submitted.id, duplicate=False)
-    info = client.wait(submitted.id, timeout=10)
+    info = client.wait(submitted.id, timeout=30)
     assert isinstance(info, JobInfo)
     assert (info.id, info.type, info.priority) == (submitted.id, "add", 3)
     assert (info.state, info.result, info.error) == ("succeeded", 5, None)
@@ -152,7 +152,7 @@ def test_submit_then_wait_returns_the_typed_job(client: Client) -> None:
 def test_priority_by_name_and_number(client: Client) -> None:
     for priority, number in (("urgent", 4), ("low", 1), (2, 2)):
         job = client.submit("add", {"x": 1}, priority=priority)
-        assert client.wait(job.id, timeout=10).priority == number
+        assert client.wait(job.id, timeout=30).priority == number
 
 
 def test_idempotency_key_answers_the_first_id_as_a_duplicate(client: Client) -> None:
@@ -164,7 +164,7 @@ def test_idempotency_key_answers_the_first_id_as_a_duplicate(client: Client) -> 
 
 def test_a_failed_job_is_returned_by_wait_with_its_error(client: Client) -> None:
     job = client.submit("fail", {"message": "boom"})
-    info = client.wait(job.id, timeout=10)
+    info = client.wait(job.id, timeout=30)
     assert (info.state, info.error, info.result) == (
         "failed",
         "RuntimeError: boom",
@@ -177,7 +177,7 @@ def test_wait_times_out_and_cancel_stops_the_job(client: Client) -> None:
     started = time.monotonic()
     with pytest.raises(WaitTimeout) as caught:
         client.wait(job.id, timeout=0.3, poll=0.01, max_poll=0.05)
-    assert 0.3 <= time.monotonic() - started < 5
+    assert 0.3 <= time.monotonic() - started < 30
     assert caught.value.job.id == job.id
     assert caught.value.job.state in ("queued", "running")
     assert isinstance(caught.value, TimeoutError)
@@ -186,7 +186,7 @@ def test_wait_times_out_and_cancel_stops_the_job(client: Client) -> None:
         f"(timeout=), or cancel({job.id}) if it should not run"
     )
     client.cancel(job.id)
-    info = client.wait(job.id, timeout=10)
+    info = client.wait(job.id, timeout=30)
     assert (info.state, info.error) == ("cancelled", "cancelled")
     with pytest.raises(AlreadyFinished) as finished:
         client.cancel(job.id)
@@ -293,7 +293,7 @@ def test_the_token_is_sent_and_a_missing_one_is_unauthorized(tmp_path: Path) -> 
             wrong.get(1)
         with Client(server.url, token=TOKEN) as client:
             job = client.submit("add", {"x": 1, "y": 1})
-            assert client.wait(job.id, timeout=10).result == 2
+            assert client.wait(job.id, timeout=30).result == 2
     finally:
         assert server.stop() == 0
 
@@ -523,17 +523,17 @@ def test_job_info_reads_rfc_3339_times_and_refuses_what_is_no_job() -> None:
 
 
 async def test_async_client_submits_waits_and_cancels(server: ServerProcess) -> None:
-    async with AsyncClient(server.url, timeout=10) as client:
+    async with AsyncClient(server.url, timeout=30) as client:
         assert repr(client).startswith("<bulkhead.service.AsyncClient http://")
         job = await client.submit("add", {"x": 20, "y": 22})
-        info = await client.wait(job.id, timeout=10, poll=0.01)
+        info = await client.wait(job.id, timeout=30, poll=0.01)
         assert (info.state, info.result) == ("succeeded", 42)
         assert await client.get(job.id) == info
         slow = await client.submit("sleep", {"seconds": 60})
         with pytest.raises(WaitTimeout):
             await client.wait(slow.id, timeout=0.2, poll=0.01)
         await client.cancel(slow.id)
-        assert (await client.wait(slow.id, timeout=10)).state == "cancelled"
+        assert (await client.wait(slow.id, timeout=30)).state == "cancelled"
         with pytest.raises(NoSuchJob):
             await client.get(2**62)
         with pytest.raises(JobRejected):
@@ -542,13 +542,13 @@ async def test_async_client_submits_waits_and_cancels(server: ServerProcess) -> 
 
 
 async def test_every_async_method_is_a_checkpoint(server: ServerProcess) -> None:
-    async with AsyncClient(server.url, timeout=10) as client:
+    async with AsyncClient(server.url, timeout=30) as client:
         with trio.testing.assert_checkpoints():
             job = await client.submit("add", {"x": 1})
         with trio.testing.assert_checkpoints():
             await client.get(job.id)
         with trio.testing.assert_checkpoints():
-            await client.wait(job.id, timeout=10)
+            await client.wait(job.id, timeout=30)
         with trio.testing.assert_checkpoints():
             assert await client.submit_many([]) == []
         with trio.testing.assert_checkpoints(), pytest.raises(AlreadyFinished):
@@ -558,13 +558,13 @@ async def test_every_async_method_is_a_checkpoint(server: ServerProcess) -> None
 async def test_async_wait_obeys_the_callers_cancel_scope(
     server: ServerProcess,
 ) -> None:
-    async with AsyncClient(server.url, timeout=10) as client:
+    async with AsyncClient(server.url, timeout=30) as client:
         slow = await client.submit("sleep", {"seconds": 60})
         with trio.move_on_after(0.3) as scope:
             await client.wait(slow.id)
         assert scope.cancelled_caught
         await client.cancel(slow.id)
-        assert (await client.wait(slow.id, timeout=10)).state == "cancelled"
+        assert (await client.wait(slow.id, timeout=30)).state == "cancelled"
 
 
 async def test_async_client_no_server_is_service_unreachable() -> None:
@@ -582,7 +582,7 @@ def test_submit_many_answers_the_ids_in_order_and_every_job_runs(
     ids = client.submit_many([Submission("add", {"x": i, "y": 1}) for i in range(100)])
     assert len(ids) == len(set(ids)) == 100
     for i, id in enumerate(ids):
-        info = client.wait(id, timeout=10)
+        info = client.wait(id, timeout=30)
         assert (info.state, info.result) == ("succeeded", i + 1)
 
 
@@ -599,17 +599,15 @@ def test_submit_many_is_all_or_nothing_and_names_the_index(client: Client) -> No
     assert client.submit("add", {"x": 0}).id == before + 1  # nothing accepted
 
 
-def test_delay_keeps_a_job_scheduled_until_it_is_due(client: Client) -> None:
+def test_a_delayed_job_starts_once_it_is_due(client: Client) -> None:
     job = client.submit("add", {"x": 1}, delay=0.5)
-    info = client.get(job.id)
-    assert info.state == "scheduled"
-    assert info.run_at is not None
-    due = info.run_at - info.accepted_at
-    assert datetime.timedelta(seconds=0.49) <= due <= datetime.timedelta(seconds=0.51)
-    done = client.wait(job.id, timeout=10)
+    done = client.wait(job.id, timeout=30)
     assert done.state == "succeeded"
+    assert done.run_at is not None
+    due = done.run_at - done.accepted_at
+    assert datetime.timedelta(seconds=0.49) <= due <= datetime.timedelta(seconds=0.51)
     assert done.started_at is not None
-    assert done.started_at >= info.run_at
+    assert done.started_at >= done.run_at
 
 
 def test_run_at_in_any_time_zone_is_the_same_instant(client: Client) -> None:
@@ -618,25 +616,32 @@ def test_run_at_in_any_time_zone_is_the_same_instant(client: Client) -> None:
         plus_two
     )
     job = client.submit("add", {"x": 1}, run_at=at)
-    info = client.get(job.id)
-    assert info.state == "scheduled"
-    assert info.run_at is not None
-    assert abs(info.run_at - at) < datetime.timedelta(milliseconds=1)
-    assert client.wait(job.id, timeout=10).state == "succeeded"
+    done = client.wait(job.id, timeout=30)
+    assert done.state == "succeeded"
+    assert done.run_at is not None
+    assert abs(done.run_at - at) < datetime.timedelta(milliseconds=1)
+    assert done.started_at is not None
+    assert done.started_at >= at
 
 
 def test_a_delayed_job_can_be_cancelled_before_it_is_due(client: Client) -> None:
     job = client.submit("add", {"x": 1}, delay=3600)
     assert client.get(job.id).state == "scheduled"
     client.cancel(job.id)
-    assert client.wait(job.id, timeout=10).state == "cancelled"
+    assert client.wait(job.id, timeout=30).state == "cancelled"
 
 
 async def test_async_submit_many_and_delay(server: ServerProcess) -> None:
-    async with AsyncClient(server.url, timeout=10) as client:
-        ids = await client.submit_many(
-            [Submission("add", {"x": i}, delay=0.2) for i in range(10)]
+    async with AsyncClient(server.url, timeout=30) as client:
+        later = await client.submit_many(
+            [Submission("add", {"x": i}, delay=3600) for i in range(5)]
         )
-        assert [(await client.get(id)).state for id in ids] == ["scheduled"] * 10
-        results = [(await client.wait(id, timeout=10)).result for id in ids]
-        assert results == list(range(10))
+        assert [(await client.get(id)).state for id in later] == ["scheduled"] * 5
+        soon = await client.submit_many(
+            [Submission("add", {"x": i}, delay=0.2) for i in range(5)]
+        )
+        results = [(await client.wait(id, timeout=30)).result for id in soon]
+        assert results == list(range(5))
+        for id in later:
+            await client.cancel(id)
+            assert (await client.wait(id, timeout=30)).state == "cancelled"
