@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LINTED := src tests examples benchmarks docs/conf.py docs/_ext
 
-.PHONY: test lint types unit demo serve docs bench test-deep test-all clean postgresql
+.PHONY: test lint types unit demo serve docs bench wrk test-deep test-all clean postgresql
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,17 @@ serve: $(VENV)/.serve
 docs: $(VENV)/.docs
 	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
 
-bench: $(VENV)/.bench
+bench: $(VENV)/.bench wrk
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/service.py
+
+# The service benchmark's load generator, a C program from Debian's packages
+# (as root, else through sudo); elsewhere install wrk by hand (brew install wrk).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+wrk:
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq wrk; } || \
+	  { echo "make bench needs wrk: apt-get install wrk (or brew install wrk)"; exit 1; }
 
 clean:
 	rm -rf $(VENV) .venv-3.* .coverage .pytest_cache .mypy_cache .ruff_cache docs/_build

@@ -56,7 +56,7 @@ napoleon_use_rtype = False
 
 EXTERNAL = (
     r"(trio|trio_parallel|outcome|attrs?|exceptiongroup"
-    r"|collections\.abc|typing|contextvars|functools|math|signal|os)"
+    r"|collections\.abc|typing|contextvars|datetime|functools|math|signal|os)"
 )
 
 if os.environ.get("BULKHEAD_DOCS_INTERSPHINX") == "1":
