@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+
 import trio
 
 from bulkhead.service import JobRegistry
