@@ -12,6 +12,7 @@ documented promise that a due job starts within 50 ms of its time.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import datetime
 import errno
@@ -20,6 +21,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -622,3 +624,98 @@ def test_jobs_in_flight_beside_a_poison_job_do_not_fail_for_it_issue_17(
     assert [(v["id"], v["state"], v["error"]) for v in others] == [
         (v["id"], "succeeded", None) for v in others
     ]
+
+
+# ------------------------------------ 1. a repeated idempotency key
+
+
+def test_a_repeated_key_answers_only_once_its_job_is_committed_issue_17(
+    tmp_path: Path,
+) -> None:
+    server = start(tmp_path, "server")
+    keys, clients = 20, 24
+    answers: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    lock = threading.Lock()
+
+    def one_client(n: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for k in range(keys):
+                key = f"key-{k}"
+                body = {
+                    "type": "sleep",
+                    "args": {"seconds": 0.01, "tag": key},
+                    "idempotency_key": key,
+                }
+                response = c.post("/jobs", json=body)
+                assert response.status_code in (200, 202), response.text
+                id = response.json()["id"]
+                assert response.json()["duplicate"] is (response.status_code == 200)
+                # The id answered is readable at once: its row is committed.
+                assert c.get(f"/jobs/{id}").status_code == 200
+                with lock:
+                    answers[key].append((response.status_code, id))
+
+    with running(server) as c:
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            for future in [pool.submit(one_client, n) for n in range(clients)]:
+                future.result()
+        poll(lambda: drained(c), "every job ran")
+        assert server.stop() == 0
+    journal = rows(server.journal)
+    assert len(journal) == keys
+    for key, got in answers.items():
+        assert len(got) == clients
+        assert len({id for _, id in got}) == 1, (key, got)
+        assert sorted(status for status, _ in got) == [200] * (clients - 1) + [202]
+        (id,) = {id for _, id in got}
+        assert journal[id]["idempotency_key"] == key
+        assert (journal[id]["state"], journal[id]["runs"]) == ("succeeded", 1)
+    assert finished_events(server) == dict.fromkeys(journal, 1)
+
+
+def test_no_client_holds_an_id_that_never_runs_after_a_drain_issue_17(
+    tmp_path: Path,
+) -> None:
+    server = start(tmp_path, "first", "--grace-period", "5")
+    held: set[int] = set()
+    statuses: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+    signalled = threading.Event()
+
+    def one_client(n: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for k in range(10_000):
+                key = f"key-{k // 3}"  # each key three times in a row
+                body = {
+                    "type": "sleep",
+                    "args": {"seconds": 0.2, "tag": key},
+                    "idempotency_key": key,
+                }
+                try:
+                    response = c.post("/jobs", json=body)
+                except httpx.TransportError:
+                    return  # the server has gone
+                with lock:
+                    statuses[response.status_code] += 1
+                    if response.status_code == 503:
+                        return
+                    assert response.status_code in (200, 202), response.text
+                    held.add(response.json()["id"])
+                    if len(held) == 60 and not signalled.is_set():
+                        signalled.set()
+                        server.signal(signal.SIGTERM)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(one_client, n) for n in range(8)]:
+            future.result()
+    assert server.wait() == 0
+    assert statuses[503]  # the drain refused some
+    again = start(tmp_path, "again")
+    with running(again) as c:
+        poll(lambda: drained(c), "every job ran")
+        views = [job(c, id) for id in sorted(held)]
+        assert again.stop() == 0
+    assert [v["state"] for v in views] == ["succeeded"] * len(held)
+    journal = rows(server.journal)
+    assert set(journal) == held  # every row is an id some client holds
+    assert finished_events(server, again) == dict.fromkeys(held, 1)
