@@ -530,6 +530,25 @@ def test_a_job_ignoring_cancellation_is_abandoned_after_the_grace_issue_17(
     assert finished_events(server, again) == {polite_id: 1, stubborn: 1}
 
 
+def test_a_second_sigterm_during_the_drain_still_exits_0_issue_17(
+    tmp_path: Path,
+) -> None:
+    # Kubernetes, systemd or an impatient operator signal twice.
+    server = start(tmp_path, "server", "--grace-period", "10")
+    with running(server) as c:
+        slow = c.post("/jobs", json={"type": "sleep", "args": {"seconds": 1.5}})
+        id = slow.json()["id"]
+        poll(lambda: job(c, id)["state"] == "running", "the job runs")
+        server.signal(signal.SIGTERM)
+        poll(
+            lambda: any(e.get("event") == "draining" for e in server.events()),
+            "the drain began",
+        )
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert rows(server.journal)[id]["state"] == "succeeded"
+
+
 # ----------------------------------------------------- 8. a poison job
 
 
