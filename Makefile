@@ -61,9 +61,14 @@ test-deep: $(VENV)/.dev postgresql
 demo: $(VENV)/.demo
 	$(BIN)/python examples/rounds.py
 
-# The example service on 127.0.0.1:8080 (examples/service_jobs.py), no journal.
-serve: $(VENV)/.dev
-	$(BIN)/python -m bulkhead serve examples.service_jobs:registry --journal :memory:
+# The example service on 127.0.0.1:8080 (examples/service_jobs.py), its
+# journal in .serve-journal.sqlite3; only the service extra is installed.
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[service]'
+	touch $@
+
+serve: $(VENV)/.serve
+	$(BIN)/python -m bulkhead serve examples.service_jobs:registry --journal .serve-journal.sqlite3
 
 docs: $(VENV)/.docs
 	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html

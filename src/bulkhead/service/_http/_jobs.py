@@ -18,8 +18,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from .._errors import FieldError, SubmissionInvalid
+from .._intake import Submission
 from .._journal import JobFilter
-from .._service import Service, Submission
+from .._service import Service
 from ._errors import field_error
 from ._models import (
     BatchAccepted,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from fastapi import Path
 
-from .._service import Submission
+from .._intake import Submission
 
 
 def _priority(value: object) -> object:
