@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
 
@@ -38,9 +39,9 @@ from ._postgres_server import PostgresServer, postgres, postgres_server
 __all__ = ["postgres"]  # a fixture, imported for pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LEASE = 1.0
+LEASE = 2.0
 HEARTBEAT = 0.25
-SLACK = 2.0
+SLACK = 3.0
 """Real seconds a shared 2-core machine may add to a promised delay."""
 GUARD = 30.0
 
@@ -211,6 +212,33 @@ async def until(condition: Any, failure: str) -> None:
         await trio.sleep(0.02)
 
 
+async def holding(journal: PostgresJournal, name: str) -> set[int]:
+    """Jobs the database shows running under worker ``name``'s claim."""
+
+    def read(conn: psycopg.Connection[Any]) -> set[int]:
+        rows = conn.execute(
+            "SELECT id FROM bulkhead_jobs WHERE state = 'running' AND instance = %s",
+            (name,),
+        )
+        return {id for (id,) in rows}
+
+    return await journal._conns.run(read)
+
+
+async def until_holding(journal: PostgresJournal, worker: Worker) -> None:
+    """Wait until ``worker`` ran a few jobs and holds claimed ones."""
+    start = time.monotonic()
+    while len(worker.records()) < 5 or not await holding(journal, worker.name):
+        assert time.monotonic() - start < GUARD, f"{worker.name} never ran jobs"
+        await trio.sleep(0.02)
+
+
+async def taken_back(journal: PostgresJournal, held: set[int]) -> bool:
+    """Whether no job of ``held`` is still under its first claim."""
+    records = [r for r in await all_jobs(journal) if r.id in held]
+    return all(r.runs > 1 or r.state != "running" for r in records)
+
+
 async def wait_past_server_start(server: PostgresServer) -> None:
     await trio.sleep(max(0.0, server.started + LEASE - time.monotonic()))
 
@@ -227,13 +255,19 @@ async def test_sigkill_one_of_two_workers_mid_load(
     await journal.open()
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
-        ids = {a.id for a in await journal.accept(sleeps(300, 0.01))}
+        ids = {a.id for a in await journal.accept(sleeps(400, 0.02))}
         victim, survivor = (Worker(tmp_path, url, n) for n in ("victim", "survivor"))
         workers.extend([victim, survivor])
-        await until(lambda: len(victim.records()) >= 30, "the victim never ran jobs")
+        await until_holding(journal, victim)
         victim.process.kill()
-        killed = time.time()
+        killed = time.monotonic()
         victim.process.wait()
+        held = await holding(journal, victim.name)  # its claims, ownerless now
+        assert held, "the victim held no claimed job when it was killed"
+        while not await taken_back(journal, held):
+            assert time.monotonic() - killed < GUARD, "its jobs were never rescued"
+            await trio.sleep(0.05)
+        assert time.monotonic() - killed <= LEASE + HEARTBEAT + SLACK
         await until_all_succeeded(journal, len(ids))
         records = await all_jobs(journal)
         journal.close()
@@ -242,10 +276,11 @@ async def test_sigkill_one_of_two_workers_mid_load(
     done_by_victim = {job for job, *_ in victim.records()}
     rescued = {r.id for r in records if r.runs > 1}
     assert rescued, "the victim held no claimed job when it was killed"
-    assert not rescued & done_by_victim
-    survivor_runs = {job: started for job, _, started, _ in survivor.records()}
+    # A rescued job may have run to its end on the victim, its end not yet
+    # committed when it died: it runs again all the same (at least once).
+    assert done_by_victim
+    assert rescued == held
     for job in rescued:
-        assert survivor_runs[job] - killed <= LEASE + HEARTBEAT + SLACK
         assert json.loads(next(r.result for r in records if r.id == job) or "") == (
             "survivor"
         )
@@ -269,14 +304,18 @@ async def test_sigstop_past_the_lease_then_sigcont(
     await journal.open()
     async with trio.open_nursery() as nursery:
         await nursery.start(journal.run)
-        ids = {a.id for a in await journal.accept(sleeps(200, 0.03))}
+        ids = {a.id for a in await journal.accept(sleeps(400, 0.02))}
         frozen, other = (Worker(tmp_path, url, n) for n in ("frozen", "other"))
         workers.extend([frozen, other])
-        await until(lambda: len(frozen.records()) >= 10, "it never ran jobs")
-        frozen.process.send_signal(signal.SIGSTOP)
-        stopped = time.monotonic()
+        while True:  # stop it while it holds claims
+            await until_holding(journal, frozen)
+            frozen.process.send_signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+            if held := await holding(journal, frozen.name):
+                break
+            frozen.process.send_signal(signal.SIGCONT)
         # Past its lease: what it held runs again elsewhere.
-        while not [r for r in await all_jobs(journal) if r.runs > 1]:
+        while not await taken_back(journal, held):
             assert time.monotonic() - stopped < GUARD, "its jobs were never rescued"
             await trio.sleep(0.05)
         assert time.monotonic() - stopped <= LEASE + HEARTBEAT + SLACK

@@ -25,9 +25,9 @@ from ._service_server import ServerProcess, server_args
 
 __all__ = ["postgres"]  # a fixture, imported for pytest
 
-LEASE = 1.0
+LEASE = 2.0
 HEARTBEAT = 0.25
-SLACK = 2.0
+SLACK = 3.0
 """Real seconds a shared 2-core machine may add to a promised delay."""
 GUARD = 30.0
 POOLS = "low=8:16,normal=1,high=1"

@@ -246,10 +246,17 @@ class _Connections:
         """Call ``fn(connection)`` in a worker thread; psycopg's errors
         propagate (the connection is dropped if it broke)."""
         async with self._limiter:
-            conn = self._idle.pop() if self._idle else None
-            conn, result, error = await trio.to_thread.run_sync(
-                self._call, conn, fn, limiter=self._threads
-            )
+            idle = self._idle.pop() if self._idle else None
+            try:
+                conn, result, error = await trio.to_thread.run_sync(
+                    self._call, idle, fn, limiter=self._threads
+                )
+            except BaseException:
+                # Cancelled before the thread started (once started, the
+                # call runs to its end): the connection was not used.
+                if idle is not None:
+                    self._idle.append(idle)
+                raise
             if conn is not None:
                 if self._closed:  # closed while this call ran
                     await trio.to_thread.run_sync(conn.close, limiter=self._threads)
@@ -1015,6 +1022,14 @@ class PostgresJournal(Journal):
             raise JournalUnavailable(f"journal {self.location}: closing")
         if not self._writable:
             raise JournalUnavailable(self._last_error)
+        for index, job in enumerate(jobs):
+            if "\x00" in f"{job.type}{job.args}{job.idempotency_key or ''}":
+                # Refused here, alone: in the shared transaction it would fail
+                # every other submission with it.
+                raise JournalUnavailable(
+                    f"journal {self.location}: job {index} holds a NUL character,"
+                    " which PostgreSQL text cannot store; nothing was recorded"
+                )
         request = _AcceptRequest(jobs)
         self._accepts.append(request)
         self._wake.set()
