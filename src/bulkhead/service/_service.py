@@ -74,6 +74,7 @@ from ._journal import (
     State,
     open_journal,
 )
+from ._operations import Operations
 from ._registry import ArgumentsInvalid, JobRegistry, resolve_priority
 
 log = logging.getLogger("bulkhead.service")
@@ -228,6 +229,10 @@ class Service:
         """Jobs the shutdown stopped before they finished (queued again)."""
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, Running] = {}
+        self.operations = Operations(
+            self.journal, live=self._live, chunk=config.operation_chunk
+        )
+        """Requeue, cancel and purge by filter, with the audit log."""
         self._drain_rate = _DrainRate()
         self._opened = False
         self._stop = trio.Event()
@@ -338,6 +343,7 @@ class Service:
                         self.journal, priority, n, start=self._start, live=self._live
                     )
                     feeders.start_soon(feeder.run)
+                feeders.start_soon(self.operations.run)
                 task_status.started()
                 await self._stop.wait()
                 self.draining = True
