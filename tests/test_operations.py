@@ -194,7 +194,7 @@ def test_purge_deletes_finished_jobs_matching_the_filter(
         for id in ids:
             until(c, f"/jobs/{id}", lambda j: j["state"] == "succeeded")
         op = finished(
-            c, operate(c, "purge", "tidy", state="succeeded", priority="normal")["id"]
+            c, operate(c, "purge", "tidy", state="succeeded", priority=NORMAL)["id"]
         )
         assert op["state"] == "done"
         assert op["done"] == op["matched"] >= 3
@@ -209,8 +209,10 @@ def test_operations_refuse_what_cannot_mean_anything(server: ServerProcess) -> N
             json={"action": "requeue", "filter": {"state": "succeeded"}, "reason": " "},
         )
         assert bad.status_code == 422
-        assert [f["field"] for f in bad.json()["fields"]] == ["reason", "filter.state"]
-        assert "requeue acts on failed, cancelled jobs" in bad.text
+        assert [f["field"] for f in bad.json()["fields"]] == [
+            "requeue.filter.state",
+            "requeue.reason",
+        ]
         assert c.post("/operations", json={"action": "requeue"}).status_code == 422
         assert (
             c.post(
@@ -472,7 +474,7 @@ def test_the_jobs_command_lists_requeues_cancels_and_purges(
         )
         == 2
     )
-    assert "requeue acts on failed" in capsys.readouterr().err
+    assert "422: requeue.filter.state" in capsys.readouterr().err
     assert cli(["jobs", "list", *url, "--token", TOKEN, "--priority", "bogus"]) == 2
     assert cli(["jobs", "list", *url, "--token", "wrong-token-0123456789"]) == 3
     assert "401: wrong bearer token" in capsys.readouterr().err
@@ -521,7 +523,15 @@ async def test_a_failing_chunk_fails_its_operation_and_the_runner_goes_on(
         with pytest.raises(OperationNotFound):
             await operations.abort(99, "t")
         with pytest.raises(SubmissionInvalid, match="reason: say why"):
-            await operations.start("purge", JobFilter(), "", "t")
+            await operations.start("purge", JobFilter(), " ", "t")
+        with pytest.raises(
+            SubmissionInvalid,
+            match=r"^filter\.state: purge acts on succeeded, failed, cancelled jobs, "
+            r"not scheduled; leave state out for all of them$",
+        ):
+            await operations.start("purge", JobFilter("scheduled"), "r", "t")
+        with pytest.raises(SubmissionInvalid, match="cancel acts on queued, sched"):
+            await operations.start("cancel", JobFilter("failed"), "r", "t")
         assert "chunk=5000" in repr(operations)
         nursery.cancel_scope.cancel()
     journal.close()

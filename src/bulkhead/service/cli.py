@@ -220,12 +220,7 @@ def _call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def _list_jobs(client: Any, filters: dict[str, str], args: argparse.Namespace) -> int:
-    query: dict[str, Any] = dict(filters)
-    if "priority" in query and not _is_number(query["priority"]):
-        try:
-            query["priority"] = resolve_priority(query["priority"])
-        except ValueError as exc:
-            raise _Refused(str(exc), 422) from None
+    query = _pool_number(filters)
     jobs: list[dict[str, Any]] = []
     after = 0
     while len(jobs) < args.limit:
@@ -253,10 +248,7 @@ def _list_jobs(client: Any, filters: dict[str, str], args: argparse.Namespace) -
 def _operate(client: Any, filters: dict[str, str], args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"action": args.jobs_command, "reason": args.reason}
     if filters:
-        body["filter"] = {
-            k: int(v) if k == "priority" and _is_number(v) else v
-            for k, v in filters.items()
-        }
+        body["filter"] = _pool_number(filters)
     operation = _call(client, "POST", "/operations", json=body)
     id = operation["id"]
     print(
@@ -283,8 +275,18 @@ def _operate(client: Any, filters: dict[str, str], args: argparse.Namespace) -> 
     return 0
 
 
-def _is_number(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+def _pool_number(filters: dict[str, str]) -> dict[str, Any]:
+    """``filters`` with ``priority`` as a pool number (the API's form)."""
+    resolved: dict[str, Any] = dict(filters)
+    if "priority" in filters:
+        text = filters["priority"]
+        try:
+            resolved["priority"] = resolve_priority(
+                int(text) if text.lstrip("-").isdigit() else text
+            )
+        except ValueError as exc:
+            raise _Refused(f"--priority: {exc}", 422) from None
+    return resolved
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:

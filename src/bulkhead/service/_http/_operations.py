@@ -13,11 +13,10 @@ import datetime
 from typing import Annotated, Any, Literal
 
 import pydantic
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 
 from .._journal import JobFilter
 from .._operations import operation_view
-from .._registry import resolve_priority
 from .._service import Service
 from ._auth import caller
 from ._jobs import _checked, _seconds
@@ -26,12 +25,10 @@ from ._models import Problem, State
 OperationId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-def _pool(value: int | str | None) -> int | None:
-    if isinstance(value, int) and not -(2**63) <= value < 2**63:
-        raise ValueError("a pool number is a 64-bit integer")
-    if value is None or isinstance(value, int):
-        return value
-    return resolve_priority(value)
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):  # JSON's true is not a pool number
+        raise ValueError("give a pool number")
+    return value
 
 
 class OperationFilter(pydantic.BaseModel):
@@ -42,8 +39,10 @@ class OperationFilter(pydantic.BaseModel):
 
     state: State | None = None
     type: str | None = pydantic.Field(default=None, max_length=200)
-    priority: Annotated[int | str | None, pydantic.AfterValidator(_pool)] = (
-        pydantic.Field(default=None, description="A pool: name or number")
+    priority: Annotated[int | None, pydantic.BeforeValidator(_not_bool)] = (
+        pydantic.Field(
+            default=None, ge=-(2**63), le=2**63 - 1, description="A pool's number"
+        )
     )
     since: Annotated[str | None, pydantic.AfterValidator(_checked)] = pydantic.Field(
         default=None,
@@ -61,21 +60,77 @@ class OperationFilter(pydantic.BaseModel):
         return JobFilter(
             state=self.state,
             type=self.type,
-            priority=self.priority,  # type: ignore[arg-type]  # _pool made it int
+            priority=self.priority,
             since=_seconds(self.since),
             until=_seconds(self.until),
         )
 
 
-class OperationRequest(pydantic.BaseModel):
-    """A ``POST /operations`` body."""
+class RequeueFilter(OperationFilter):
+    """Jobs to requeue: failed or cancelled ones."""
+
+    state: Literal["failed", "cancelled"] | None = None
+
+
+class CancelFilter(OperationFilter):
+    """Jobs to cancel: scheduled, queued or running ones."""
+
+    state: Literal["scheduled", "queued", "running"] | None = None
+
+
+class PurgeFilter(OperationFilter):
+    """Jobs to purge: finished ones."""
+
+    state: Literal["succeeded", "failed", "cancelled"] | None = None
+
+
+Reason = Annotated[
+    str,
+    pydantic.Field(
+        min_length=1,
+        max_length=1000,
+        pattern=r"\S",
+        description="Why, in words (the audit log keeps it)",
+    ),
+]
+
+
+class RequeueRequest(pydantic.BaseModel):
+    """``failed`` and ``cancelled`` jobs become ``queued`` again."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    action: Literal["requeue", "cancel", "purge"]
-    filter: OperationFilter = pydantic.Field(default_factory=OperationFilter)
-    reason: str = pydantic.Field(min_length=1, max_length=1000)
-    """Why: the audit log keeps it."""
+    action: Literal["requeue"]
+    filter: RequeueFilter = pydantic.Field(default_factory=RequeueFilter)
+    reason: Reason
+
+
+class CancelRequest(pydantic.BaseModel):
+    """``scheduled``, ``queued`` and ``running`` jobs are cancelled."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    action: Literal["cancel"]
+    filter: CancelFilter = pydantic.Field(default_factory=CancelFilter)
+    reason: Reason
+
+
+class PurgeRequest(pydantic.BaseModel):
+    """Finished jobs are deleted."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    action: Literal["purge"]
+    filter: PurgeFilter = pydantic.Field(default_factory=PurgeFilter)
+    reason: Reason
+
+
+OperationRequest = Annotated[
+    RequeueRequest | CancelRequest | PurgeRequest,
+    Body(discriminator="action"),
+]
+"""A ``POST /operations`` body: its ``action`` says which states its
+filter may name."""
 
 
 class FilterView(pydantic.BaseModel):
@@ -132,7 +187,11 @@ def router(
         status_code=202,
         response_model=OperationView,
         response_description="Recorded; it runs in the background",
-        responses={422: invalid, 503: unavailable},
+        responses={
+            400: {"model": Problem, "description": "A body that is not UTF-8"},
+            422: invalid,
+            503: unavailable,
+        },
     )
     async def start(body: OperationRequest, request: Request) -> dict[str, Any]:
         """Act on every job the filter matches, with a reason for the audit
