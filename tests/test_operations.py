@@ -197,7 +197,10 @@ def test_purge_deletes_finished_jobs_matching_the_filter(
             c, operate(c, "purge", "tidy", state="succeeded", priority=NORMAL)["id"]
         )
         assert op["state"] == "done"
-        assert op["done"] == op["matched"] >= 3
+        # Jobs of other tests may end meanwhile: matched is counted at the
+        # start, done as the chunks go.
+        assert op["done"] >= 3
+        assert op["matched"] >= 3
         for id in ids:
             assert c.get(f"/jobs/{id}").status_code == 404
 
