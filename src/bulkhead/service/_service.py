@@ -46,6 +46,7 @@ from ._journal import (
     State,
     open_journal,
 )
+from ._operations import Operations
 from ._registry import JobRegistry
 from ._running import RunningJobs
 from ._views import job_view, pool_name, utc
@@ -115,6 +116,10 @@ class Service:
         self.requeued = 0
         """Jobs an earlier process left running, queued again at start."""
         self._dispatcher: Dispatcher | None = None
+        self.operations = Operations(
+            self.journal, running=self.running, chunk=config.operation_chunk
+        )
+        """Requeue, cancel and purge by filter, with the audit log."""
         self._opened = False
         self._stop = trio.Event()
         self.stopped = trio.Event()
@@ -222,6 +227,7 @@ class Service:
                         live=self.running.live,
                     )
                     feeders.start_soon(feeder.run)
+                feeders.start_soon(self.operations.run)
                 task_status.started()
                 await self._stop.wait()
                 self.draining = True
