@@ -50,6 +50,7 @@ from bulkhead import (
 )
 from bulkhead.metrics import PrometheusMetrics
 
+from ._activity import Activity
 from ._config import ServiceConfig
 from ._errors import (
     BacklogFull,
@@ -229,6 +230,8 @@ class Service:
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, Running] = {}
         self._drain_rate = _DrainRate()
+        self.activity = Activity()
+        """Ends per pool and minute, and the last failures (the dashboard)."""
         self._opened = False
         self._stop = trio.Event()
         self.stopped = trio.Event()
@@ -614,6 +617,7 @@ class Service:
         now = time.time()
         del self._live[claimed.id]
         self._drain_rate.ended(claimed.priority, now)
+        self.activity.ended(claimed, state, error, now)
         self.journal.finish(
             Finish(
                 claimed.id,
