@@ -26,7 +26,16 @@ lint: $(VENV)/.dev
 types: $(VENV)/.dev
 	$(BIN)/mypy --strict src tests
 
-unit: $(VENV)/.dev
+# The dashboard's browser tests (tests/test_ui.py) drive Debian's chromium
+# through chromedriver: installed when missing (as root, or with sudo).
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+
+unit: $(VENV)/.dev | $(CHROMEDRIVER)
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q

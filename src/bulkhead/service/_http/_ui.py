@@ -35,7 +35,7 @@ import html
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from importlib.resources import files
 from typing import Any
 
@@ -157,7 +157,7 @@ class Board:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def updates(self) -> AsyncIterator[bytes]:
+    async def updates(self) -> AsyncGenerator[bytes, None]:
         """One viewer's stream: each snapshot as a server-sent event, the
         latest at once, until the service drains."""
         self.viewers += 1
@@ -264,6 +264,7 @@ def _router(service: Service, board: Board, secured: list[Any]) -> APIRouter:
     token = service.config.token
 
     def _cookie(response: Response, request: Request, value: str | None) -> None:
+        # Secure over https, so that the token never leaves in clear text.
         if value is None:
             response.delete_cookie(COOKIE, path="/", samesite="strict", httponly=True)
             return
@@ -305,7 +306,8 @@ def _router(service: Service, board: Board, secured: list[Any]) -> APIRouter:
                 _page("login.html", "Wrong token: access refused."), status_code=401
             )
         response = RedirectResponse("/ui", status_code=303)
-        _cookie(response, request, given if token is not None else None)
+        if token is not None:
+            _cookie(response, request, given)
         return response
 
     @api.post("/ui/logout")
