@@ -12,17 +12,20 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from bulkhead.service._journal import (
+    Action,
     Finish,
     JobFilter,
     Journal,
     JournalLocked,
     JournalUnavailable,
     NewJob,
+    NewOperation,
     Release,
     State,
 )
@@ -328,3 +331,166 @@ async def test_a_wave_2_journal_is_migrated(tmp_path: Path) -> None:
         assert (await journal.counts())[3] == {"queued": 1, "succeeded": 1}
         (claimed,) = (await journal.claim(3, 5)).jobs
         assert (claimed.run_at, claimed.runs) == (5.0, 3)
+
+
+# ------------------------------------------------------------- operations
+
+
+async def failed_and_succeeded(journal: Journal, failed: int, succeeded: int) -> None:
+    """Record ``failed`` failed then ``succeeded`` succeeded jobs, all
+    committed."""
+    n = failed + succeeded
+    await journal.accept([job() for _ in range(n)])
+    claimed = (await journal.claim(3, n)).jobs
+    for i, c in enumerate(claimed):
+        journal.finish(ended(c.id, c.lease, "failed" if i < failed else "succeeded"))
+    await until_written(journal, claimed[-1].id, "succeeded" if succeeded else "failed")
+    for _ in range(1000):
+        if (await journal.counts())[3].get("running", 0) == 0:
+            return
+        await trio.sleep(0.01)  # pragma: no cover
+
+
+def operation(action: Action, **filter: Any) -> NewOperation:
+    return NewOperation(action, JobFilter(**filter), "because", "ops", time.time())
+
+
+@contract
+async def test_requeue_resets_failed_jobs_in_chunks_and_keeps_counts(
+    journal: Journal,
+) -> None:
+    await failed_and_succeeded(journal, 3, 1)
+    op = await journal.start_operation(operation("requeue", state="failed"))
+    assert (op.state, op.matched, op.done, op.cursor, op.last_id) == (
+        "running",
+        3,
+        0,
+        0,
+        4,
+    )
+    assert op.filter == JobFilter(state="failed")
+    (later,) = await journal.accept([job()])  # after the operation began
+    progress = []
+    while op.state == "running":
+        step = await journal.advance_operation(op.id, limit=2, now=time.time())
+        assert step is not None
+        op = step
+        progress.append((op.done, op.cursor))
+    assert progress == [(2, 2), (3, 3)]
+    assert op.finished_at is not None
+    assert (await journal.counts())[3] == {"queued": 4, "succeeded": 1}
+    for id in (1, 2, 3):
+        record = await journal.get(id)
+        assert record is not None
+        assert (record.state, record.attempts, record.runs, record.error) == (
+            "queued",
+            0,
+            0,
+            None,
+        )
+    assert {c.id for c in (await journal.claim(3, 10)).jobs} == {1, 2, 3, later.id}
+    # A finished operation stays as it is.
+    again = await journal.advance_operation(op.id, limit=2, now=time.time())
+    assert again == op
+
+
+@contract
+async def test_cancel_by_filter_cancels_queued_and_scheduled_jobs_only(
+    journal: Journal,
+) -> None:
+    await journal.accept([job("add"), job("add", delay=3600), job("mul"), job("add")])
+    (_claimed,) = (await journal.claim(3, 1)).jobs  # job 1 runs
+    op = await journal.start_operation(operation("cancel", type="add"))
+    assert op.matched == 3  # running job 1 matches; it is cancelled where it runs
+    op = await journal.advance_operation(op.id, limit=100, now=time.time(), also_done=1)  # type: ignore[assignment]
+    assert op is not None
+    assert (op.state, op.done) == ("done", 3)
+    states = [(await journal.get(i)).state for i in (1, 2, 3, 4)]  # type: ignore[union-attr]
+    assert states == ["running", "cancelled", "queued", "cancelled"]
+    assert (await journal.counts())[3] == {"running": 1, "queued": 1, "cancelled": 2}
+    scheduled = await journal.start_operation(operation("cancel", state="scheduled"))
+    assert scheduled.matched == 0
+
+
+@contract
+async def test_purge_deletes_finished_rows_matching(journal: Journal) -> None:
+    await failed_and_succeeded(journal, 2, 2)
+    op = await journal.start_operation(operation("purge", state="succeeded"))
+    op = await journal.advance_operation(op.id, limit=10, now=time.time())  # type: ignore[assignment]
+    assert op is not None
+    assert (op.state, op.matched, op.done) == ("done", 2, 2)
+    assert await journal.get(3) is None
+    assert await journal.get(4) is None
+    assert (await journal.counts())[3] == {"failed": 2}
+    # A state the action does not act on matches nothing.
+    none = await journal.start_operation(operation("purge", state="queued"))
+    assert none.matched == 0
+    none = await journal.start_operation(operation("requeue", state="running"))
+    assert none.matched == 0
+
+
+@contract
+async def test_an_aborted_operation_stops_and_the_audit_log_lists_it(
+    journal: Journal,
+) -> None:
+    await failed_and_succeeded(journal, 3, 0)
+    first = await journal.start_operation(operation("requeue"))
+    await journal.advance_operation(first.id, limit=1, now=time.time())
+    before = await journal.end_operation(first.id, "aborted", now=time.time())
+    assert before is not None
+    assert before.state == "running"
+    again = await journal.end_operation(first.id, "aborted", now=time.time())
+    assert again is not None
+    assert again.state == "aborted"
+    assert await journal.end_operation(99, "aborted", now=time.time()) is None
+    stopped = await journal.advance_operation(first.id, limit=1, now=time.time())
+    assert stopped is not None
+    assert (stopped.state, stopped.done) == ("aborted", 1)
+    assert await journal.advance_operation(99, limit=1, now=time.time()) is None
+    assert [(await journal.get(i)).state for i in (1, 2, 3)] == [  # type: ignore[union-attr]
+        "queued",
+        "failed",
+        "failed",
+    ]
+    second = await journal.start_operation(operation("purge", type="add"))
+    log = await journal.list_operations(limit=10)
+    assert [(o.id, o.action, o.state, o.who, o.reason) for o in log] == [
+        (second.id, "purge", "running", "ops", "because"),
+        (first.id, "requeue", "aborted", "ops", "because"),
+    ]
+    assert [
+        o.id for o in await journal.list_operations(before=second.id, limit=10)
+    ] == [first.id]
+    assert [o.id for o in await journal.list_operations(limit=10, state="running")] == [
+        second.id
+    ]
+    assert await journal.get_operation(first.id) == stopped
+    assert await journal.get_operation(99) is None
+
+
+async def test_an_operation_resumes_after_a_reopen_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "journal.sqlite3")
+    async with running(SQLiteJournal(path)) as first:
+        await failed_and_succeeded(first, 5, 0)
+        op = await first.start_operation(operation("requeue", state="failed"))
+        await first.advance_operation(op.id, limit=2, now=time.time())
+    async with running(SQLiteJournal(path)) as second:
+        (resumed,) = await second.list_operations(limit=10, state="running")
+        assert (resumed.done, resumed.cursor) == (2, 2)
+        while resumed.state == "running":
+            step = await second.advance_operation(resumed.id, limit=2, now=time.time())
+            assert step is not None
+            resumed = step
+        assert (resumed.matched, resumed.done) == (5, 5)
+        assert (await second.counts())[3] == {"queued": 5}
+
+
+async def test_operations_fail_cleanly_once_the_journal_is_closed(
+    tmp_path: Path,
+) -> None:
+    async with running(SQLiteJournal(str(tmp_path / "j.sqlite3"))) as journal:
+        journal.close()
+        with pytest.raises(JournalUnavailable, match="closed"):
+            await journal.start_operation(operation("purge"))

@@ -442,7 +442,6 @@ def test_keyboard_only_navigation_reaches_search_and_actions(
         dashboard.save_screenshot(str(SCREENSHOT))
 
 
-@pytest.mark.xfail(strict=True, reason="needs POST /operations")
 def test_a_failed_job_is_requeued_from_the_ui_and_then_succeeds(
     dashboard: Any, api: httpx.Client, tmp_path: Path
 ) -> None:
@@ -453,8 +452,10 @@ def test_a_failed_job_is_requeued_from_the_ui_and_then_succeeds(
         lambda d: api.get(f"/jobs/{id}").json()["state"] == "failed"
     )
     marker.touch()
-    _by_id(dashboard, "bulk-action").send_keys("requeue")
-    _by_id(dashboard, "bulk-state").send_keys("failed")
+    from selenium.webdriver.support.ui import Select
+
+    Select(_by_id(dashboard, "bulk-action")).select_by_value("requeue")
+    Select(_by_id(dashboard, "bulk-state")).select_by_visible_text("failed")
     _by_id(dashboard, "bulk-type").send_keys("flaky")
     _by_id(dashboard, "bulk-reason").send_keys("the marker file is there now")
     _by_id(dashboard, "bulk-button").click()
@@ -462,7 +463,12 @@ def test_a_failed_job_is_requeued_from_the_ui_and_then_succeeds(
     _wait(dashboard, 5).until(
         lambda d: api.get(f"/jobs/{id}").json()["state"] == "succeeded"
     )
-    assert "Operation" in _by_id(dashboard, "bulk-message").text
+    message = _by_id(dashboard, "bulk-message")
+    _wait(dashboard, 5).until(lambda d: "done" in message.text)
+    assert message.text.startswith("Operation ")
+    assert _console_errors(dashboard) == []
+    audit = api.get("/operations").json()
+    assert "the marker file is there now" in json.dumps(audit)
 
 
 def test_logout_returns_to_the_login(dashboard: Any, server: ServerProcess) -> None:

@@ -37,6 +37,24 @@ class PoolSpec:
     """Jobs claimed from the journal ahead of a free worker (the prefetch)."""
 
 
+ROLES = ("read", "submit", "operate")
+"""Token roles, each including the ones before it: ``read`` (GET endpoints,
+the dashboard, stats), ``submit`` (submit and cancel jobs), ``operate``
+(operations on every job a filter matches)."""
+
+
+@final
+@attrs.frozen
+class TokenSpec:
+    """A named bearer token and its role."""
+
+    name: str
+    """Who holds it, as the audit log shows it."""
+    role: str
+    """One of :data:`ROLES`."""
+    token: str = attrs.field(repr=False)
+
+
 @final
 @attrs.frozen
 class Option:
@@ -78,6 +96,27 @@ def _options() -> dict[str, Option]:
             _token,
             "bearer token, required off loopback; prefer the variable, which ps "
             "does not show",
+        ),
+        Option(
+            "tokens",
+            (),
+            parse_tokens,
+            "named tokens with roles, as NAME:ROLE:TOKEN,... (ROLE read, submit "
+            "or operate); BULKHEAD_TOKEN is one named default with every role",
+            shown_default="none",
+        ),
+        Option(
+            "tokens_file",
+            (),
+            _tokens_file,
+            "a file of NAME:ROLE:TOKEN lines (# comments), as --tokens",
+            shown_default="none",
+        ),
+        Option(
+            "operation_chunk",
+            5000,
+            _int_between(1, 1_000_000),
+            "jobs an operation (requeue, cancel, purge) changes per transaction",
         ),
         Option(
             "pools",
@@ -169,6 +208,44 @@ def parse_pools(text: str) -> tuple[PoolSpec, ...]:
     if not specs:
         raise ValueError("configure at least one pool, e.g. normal=4")
     return tuple(specs.values())
+
+
+def parse_tokens(text: str, separator: str = ",") -> tuple[TokenSpec, ...]:
+    """Parse ``ci:submit:TOKEN,ops:operate:TOKEN`` (lines of a file with
+    ``separator="\\n"``; there, blank lines and ``#`` comments are skipped).
+
+    Raises:
+      ValueError: naming the entry (never its token) and what is expected.
+    """
+    specs: list[TokenSpec] = []
+    for number, entry in enumerate(text.split(separator), 1):
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, token = rest.partition(":")
+        where = f"entry {number} ({name or 'no name'})"
+        if not name or not token:
+            raise ValueError(f"{where} is not NAME:ROLE:TOKEN")
+        if role not in ROLES:
+            raise ValueError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
+        try:
+            _token(token)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if any(s.name == name for s in specs):
+            raise ValueError(f"{where}: the name {name!r} is given twice")
+        specs.append(TokenSpec(name, role, token))
+    return tuple(specs)
+
+
+def _tokens_file(text: str) -> tuple[TokenSpec, ...]:
+    try:
+        with open(text, encoding="utf-8") as file:
+            content = file.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {text}: {exc.strerror}") from None
+    return parse_tokens(content, "\n")
 
 
 def _is_int(text: str) -> bool:
@@ -267,6 +344,12 @@ class ServiceConfig:
     token: str | None = _default("token")
     """Bearer token every request but ``/health`` and ``/ready`` must carry;
     required off loopback."""
+    tokens: tuple[TokenSpec, ...] = _default("tokens")
+    """Named tokens with roles, from ``BULKHEAD_TOKENS``."""
+    tokens_file: tuple[TokenSpec, ...] = _default("tokens_file")
+    """Named tokens with roles, read from ``BULKHEAD_TOKENS_FILE``."""
+    operation_chunk: int = _default("operation_chunk")
+    """Jobs an operation changes per transaction."""
     pools: tuple[PoolSpec, ...] = _default("pools")
     """The pools, e.g. ``low=2,high=8:16``."""
     job_timeout: float | None = _default("job_timeout")
@@ -316,7 +399,10 @@ class ServiceConfig:
             except ValueError as exc:
                 errors.append(f"{where}={text!r}: {exc}")
         host = values.get("host", "127.0.0.1")
-        if not errors and not _is_loopback(host) and values.get("token") is None:
+        if not errors:
+            errors += _token_clashes(values)
+        guarded = any(values.get(n) for n in ("token", "tokens", "tokens_file"))
+        if not errors and not _is_loopback(host) and not guarded:
             errors.append(
                 f"host {host!r} is not loopback: set BULKHEAD_TOKEN "
                 "(or --token) so that only clients holding it can submit jobs"
@@ -325,14 +411,41 @@ class ServiceConfig:
             raise ConfigError("bad configuration:\n  " + "\n  ".join(errors))
         return cls(**values)
 
+    def credentials(self) -> tuple[TokenSpec, ...]:
+        """Every token it accepts: ``BULKHEAD_TOKEN`` as ``default`` with
+        role ``operate``, then ``BULKHEAD_TOKENS``, then the file's."""
+        default = (
+            () if self.token is None else (TokenSpec("default", "operate", self.token),)
+        )
+        return default + self.tokens + self.tokens_file
+
     def loggable(self) -> dict[str, Any]:
-        """The configuration as a dict for the start-up log, token hidden."""
+        """The configuration as a dict for the start-up log, tokens hidden."""
         values = attrs.asdict(self, recurse=False)
         values["token"] = None if self.token is None else "***"
+        for name in ("tokens", "tokens_file"):
+            values[name] = [f"{t.name}:{t.role}:***" for t in values[name]]
         values["pools"] = {p.priority: f"{p.workers}:{p.queue}" for p in self.pools}
         if "://" in self.journal:
             values["journal"] = redact(self.journal)
         return values
+
+
+def _token_clashes(values: Mapping[str, Any]) -> list[str]:
+    """Names or tokens given twice across the token options."""
+    specs = list(values.get("tokens", ())) + list(values.get("tokens_file", ()))
+    if values.get("token") is not None:
+        specs.insert(0, TokenSpec("default", "operate", values["token"]))
+    errors = []
+    names = [s.name for s in specs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(
+            f"token name {name!r} is given twice (BULKHEAD_TOKEN is 'default')"
+        )
+    tokens = [s.token for s in specs]
+    if len(set(tokens)) < len(tokens):
+        errors.append("one token is given twice, under two names or roles")
+    return errors
 
 
 def redact(url: str) -> str:

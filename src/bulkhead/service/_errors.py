@@ -63,3 +63,12 @@ class JobNotFound(ServiceError, LookupError):
 
 class JobFinished(ServiceError):
     """The job has already ended; it cannot be cancelled."""
+
+
+class OperationNotFound(ServiceError, LookupError):
+    """No such operation."""
+
+
+class OperationFinished(ServiceError):
+    """The operation has already ended (done, aborted or failed); it cannot
+    be aborted."""

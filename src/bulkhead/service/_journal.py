@@ -32,6 +32,7 @@ Design rules every implementation keeps:
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Mapping, Sequence
 from typing import Literal, final
 
@@ -190,6 +191,72 @@ class JobFilter:
     """Accepted before this time."""
 
 
+Action = Literal["requeue", "cancel", "purge"]
+"""What an operation does to every job its filter matches."""
+OperationState = Literal["running", "done", "aborted", "failed"]
+"""An operation's state: ``running`` until its last chunk is written
+(``done``), it is aborted, or it fails."""
+ACTS_ON: Mapping[Action, tuple[State, ...]] = {
+    "requeue": ("failed", "cancelled"),
+    "cancel": ("queued", "running"),
+    "purge": TERMINAL,
+}
+"""The rows each action may change: a filter narrows these, never widens
+them. ``cancel`` changes ``queued`` rows (scheduled ones too) in the journal;
+``running`` ones are cancelled by the instance running them."""
+
+
+def filter_to_json(filter: JobFilter) -> str:
+    """``filter`` as the JSON text an operation stores."""
+    return json.dumps(attrs.asdict(filter), sort_keys=True)
+
+
+def filter_from_json(text: str) -> JobFilter:
+    """The :class:`JobFilter` :func:`filter_to_json` wrote."""
+    return JobFilter(**json.loads(text))
+
+
+@final
+@attrs.frozen
+class NewOperation:
+    """An operation to record (``POST /operations``)."""
+
+    action: Action
+    filter: JobFilter
+    reason: str
+    """Why, in the operator's words (the audit log shows it)."""
+    who: str
+    """The name of the token that asked for it."""
+    created_at: float
+
+
+@final
+@attrs.frozen
+class OperationRecord:
+    """One operation as the journal has it: its audit entry and progress."""
+
+    id: int
+    action: Action
+    filter: JobFilter
+    reason: str
+    who: str
+    created_at: float
+    state: OperationState
+    matched: int
+    """Rows the filter matched among those the action acts on
+    (:data:`ACTS_ON`), counted when it was recorded."""
+    done: int
+    """Rows changed so far (and running jobs cancelled on this instance)."""
+    last_id: int
+    """The highest job id when it was recorded: jobs accepted later are
+    never touched."""
+    cursor: int
+    """Every matching job with an id up to here has been dealt with."""
+    finished_at: float | None
+    error: str | None
+    """Why it failed, for ``failed``."""
+
+
 class Journal(abc.ABC):
     """A durable job queue (see the module docstring).
 
@@ -296,6 +363,70 @@ class Journal(abc.ABC):
     async def counts(self) -> Mapping[int, Mapping[State, int]]:
         """Rows per pool and state, from counters the writes keep (never a
         scan of the table)."""
+
+    # ---------------------------------------------------------- operations
+    # Set-based changes to every job a filter matches, in chunks keyed by
+    # id: each chunk and the operation's progress commit together, so an
+    # operation resumes exactly where a crash left it.
+
+    @abc.abstractmethod
+    async def start_operation(self, operation: NewOperation) -> OperationRecord:
+        """Record ``operation`` as ``running``, with ``last_id`` (the highest
+        job id now) and ``matched`` (rows of :data:`ACTS_ON` its filter
+        matches up to ``last_id``), in one transaction.
+
+        Raises:
+          JournalUnavailable: if the write failed: nothing was recorded.
+        """
+
+    @abc.abstractmethod
+    async def advance_operation(
+        self, id: int, *, limit: int, now: float, also_done: int = 0
+    ) -> OperationRecord | None:
+        """Apply operation ``id`` to its next ``limit`` matching jobs (ids
+        after its ``cursor``, up to its ``last_id``) and move the cursor, in
+        one transaction; mark it ``done`` once none are left. ``also_done``
+        is added to ``done`` (running jobs the caller cancelled). Counters
+        stay exact. An operation that is not ``running`` is returned as it
+        is; an unknown one is ``None``.
+
+        requeue: ``failed``/``cancelled`` rows become ``queued``, due
+        ``now``, with ``attempts`` and ``runs`` reset and their end cleared.
+        cancel: ``queued`` rows become ``cancelled`` (``finished_at`` is
+        ``now``). purge: finished rows are deleted.
+
+        Raises:
+          JournalUnavailable: if the write failed: nothing of that chunk was
+            recorded.
+        """
+
+    @abc.abstractmethod
+    async def end_operation(
+        self, id: int, state: OperationState, *, now: float, error: str | None = None
+    ) -> OperationRecord | None:
+        """End operation ``id`` as ``state`` (``aborted`` or ``failed``) if it
+        is ``running``; return its record as it was *before* (``None`` if
+        unknown), so its state says whether this call ended it. Chunks
+        already written stay written.
+
+        Raises:
+          JournalUnavailable: if the write failed.
+        """
+
+    @abc.abstractmethod
+    async def get_operation(self, id: int) -> OperationRecord | None:
+        """Operation ``id``, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_operations(
+        self,
+        *,
+        before: int | None = None,
+        limit: int,
+        state: OperationState | None = None,
+    ) -> Sequence[OperationRecord]:
+        """Up to ``limit`` operations (in ``state``, if given) with ids below
+        ``before``, newest first: the audit log, a page at a time."""
 
 
 def open_journal(

@@ -75,6 +75,7 @@ from ._journal import (
     State,
     open_journal,
 )
+from ._operations import Operations
 from ._registry import ArgumentsInvalid, JobRegistry, resolve_priority
 
 log = logging.getLogger("bulkhead.service")
@@ -229,6 +230,10 @@ class Service:
         """Jobs the shutdown stopped before they finished (queued again)."""
         self._dispatcher: Dispatcher | None = None
         self._live: dict[int, Running] = {}
+        self.operations = Operations(
+            self.journal, live=self._live, chunk=config.operation_chunk
+        )
+        """Requeue, cancel and purge by filter, with the audit log."""
         self._drain_rate = _DrainRate()
         self.activity = Activity()
         """Ends per pool and minute, and the last failures (the dashboard)."""
@@ -341,6 +346,7 @@ class Service:
                         self.journal, priority, n, start=self._start, live=self._live
                     )
                     feeders.start_soon(feeder.run)
+                feeders.start_soon(self.operations.run)
                 task_status.started()
                 await self._stop.wait()
                 self.draining = True

@@ -39,9 +39,11 @@ import attrs
 import trio
 
 from ._journal import (
+    ACTS_ON,
     MEMORY,
     TERMINAL,
     Accepted,
+    Action,
     Claim,
     Claimed,
     Finish,
@@ -51,8 +53,13 @@ from ._journal import (
     JournalLocked,
     JournalUnavailable,
     NewJob,
+    NewOperation,
+    OperationRecord,
+    OperationState,
     Release,
     State,
+    filter_from_json,
+    filter_to_json,
 )
 
 log = logging.getLogger("bulkhead.service.journal")
@@ -81,6 +88,22 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, run_at, id);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, id);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)
     WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS operations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    who TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    matched INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    last_id INTEGER NOT NULL,
+    cursor INTEGER NOT NULL DEFAULT 0,
+    finished_at REAL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS operations_state ON operations (state, id);
 """
 # Version 1 was 0.1's journal: state 'accepted' for unfinished jobs and a
 # 'resumed' count; no run_at, runs or lease.
@@ -645,6 +668,177 @@ class SQLiteJournal(Journal):
                 counts.setdefault(priority, {})[state] = n
         return counts
 
+    # ---------------------------------------------------------- operations
+    # Each call is its own transaction on the writer connection, under the
+    # writer's limiter, beside the group-commit batches: a chunk of 5,000
+    # rows is one statement per action and should not wait for a batch, nor
+    # make a batch wait longer than one chunk.
+
+    async def _operate(
+        self, write: Callable[[sqlite3.Connection, Counter[Any]], _T]
+    ) -> _T:
+        def transaction() -> tuple[_T, Counter[Any]]:
+            db = self._writer
+            if db is None or self._closing:
+                raise sqlite3.OperationalError("the journal is closed")
+            changes: Counter[Any] = Counter()
+            with self._transaction(db):
+                result = write(db, changes)
+            return result, changes
+
+        try:
+            result, changes = await trio.to_thread.run_sync(
+                transaction, limiter=self._write_limiter
+            )
+        except sqlite3.Error as exc:
+            raise JournalUnavailable(self._why(exc)) from None
+        self._counts.update(changes)
+        if changes:
+            # Requeued jobs are due now: every feeder looks again.
+            for event, _ in self._wakers.values():
+                event.set()
+        return result
+
+    async def start_operation(self, operation: NewOperation) -> OperationRecord:
+        def write(db: sqlite3.Connection, changes: Counter[Any]) -> OperationRecord:
+            (last_id,) = db.execute("SELECT coalesce(max(id), 0) FROM jobs").fetchone()
+            where, params = _matching(
+                operation.filter, operation.action, operation.created_at
+            )
+            (matched,) = db.execute(
+                f"SELECT count(*) FROM jobs WHERE id <= ? AND {where}",
+                [last_id, *params],
+            ).fetchone()
+            row = db.execute(
+                "INSERT INTO operations (action, filter, reason, who, created_at,"
+                " state, matched, last_id) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)"
+                f" RETURNING {_OPERATION_COLUMNS}",
+                (
+                    operation.action,
+                    filter_to_json(operation.filter),
+                    operation.reason,
+                    operation.who,
+                    operation.created_at,
+                    matched,
+                    last_id,
+                ),
+            ).fetchone()
+            return _operation(row)  # type: ignore[return-value]  # just inserted
+
+        return await self._operate(write)
+
+    async def advance_operation(
+        self, id: int, *, limit: int, now: float, also_done: int = 0
+    ) -> OperationRecord | None:
+        def write(
+            db: sqlite3.Connection, changes: Counter[Any]
+        ) -> OperationRecord | None:
+            found = db.execute(
+                f"SELECT {_OPERATION_COLUMNS} FROM operations WHERE id = ?", (id,)
+            )
+            op = _operation(found.fetchone())
+            if op is None or op.state != "running":
+                return op
+            where, params = _matching(op.filter, op.action, op.created_at)
+            rows = db.execute(
+                "SELECT id, priority, state FROM jobs WHERE id > ? AND id <= ?"
+                f" AND {where} ORDER BY id LIMIT ?",
+                [op.cursor, op.last_id, *params, limit],
+            ).fetchall()
+            cursor = rows[-1][0] if rows else op.cursor
+            # The chunk is (cursor, new cursor] under the same filter, in the
+            # same transaction: exactly the rows selected above.
+            chunk = f"id > ? AND id <= ? AND {where} AND state IN ({{}})"
+            bounds = [op.cursor, cursor, *params]
+            changed = _CHANGES[op.action]
+            marks = ", ".join("?" * len(changed))
+            if op.action == "requeue":
+                db.execute(
+                    "UPDATE jobs SET state = 'queued', run_at = ?, attempts = 0,"
+                    " runs = 0, started_at = NULL, finished_at = NULL,"
+                    " result = NULL, error = NULL WHERE " + chunk.format(marks),
+                    [now, *bounds, *changed],
+                )
+            elif op.action == "cancel":
+                db.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?,"
+                    " error = 'cancelled' WHERE " + chunk.format(marks),
+                    [now, *bounds, *changed],
+                )
+            else:
+                db.execute(
+                    "DELETE FROM jobs WHERE " + chunk.format(marks),
+                    [*bounds, *changed],
+                )
+            done = 0
+            for _, priority, state in rows:
+                if state in changed:
+                    done += 1
+                    changes[priority, state] -= 1
+                    if op.action != "purge":
+                        changes[priority, _BECOMES[op.action]] += 1
+            finished = len(rows) < limit
+            row = db.execute(
+                "UPDATE operations SET cursor = ?, done = done + ?,"
+                " state = ?, finished_at = ? WHERE id = ?"
+                f" RETURNING {_OPERATION_COLUMNS}",
+                (
+                    cursor,
+                    done + also_done,
+                    "done" if finished else "running",
+                    now if finished else None,
+                    id,
+                ),
+            ).fetchone()
+            return _operation(row)
+
+        return await self._operate(write)
+
+    async def end_operation(
+        self, id: int, state: OperationState, *, now: float, error: str | None = None
+    ) -> OperationRecord | None:
+        def write(
+            db: sqlite3.Connection, changes: Counter[Any]
+        ) -> OperationRecord | None:
+            found = db.execute(
+                f"SELECT {_OPERATION_COLUMNS} FROM operations WHERE id = ?", (id,)
+            )
+            before = _operation(found.fetchone())
+            if before is not None and before.state == "running":
+                db.execute(
+                    "UPDATE operations SET state = ?, finished_at = ?, error = ?"
+                    " WHERE id = ?",
+                    (state, now, error, id),
+                )
+            return before
+
+        return await self._operate(write)
+
+    async def get_operation(self, id: int) -> OperationRecord | None:
+        rows = await self._read(
+            f"SELECT {_OPERATION_COLUMNS} FROM operations WHERE id = ?", (id,)
+        )
+        return _operation(rows[0] if rows else None)
+
+    async def list_operations(
+        self,
+        *,
+        before: int | None = None,
+        limit: int,
+        state: OperationState | None = None,
+    ) -> Sequence[OperationRecord]:
+        where: list[str] = ["id < ?"]
+        params: list[Any] = [2**63 - 1 if before is None else before]
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        rows = await self._read(
+            f"SELECT {_OPERATION_COLUMNS} FROM operations"
+            f" WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [op for op in map(_operation, rows) if op is not None]
+
     # --------------------------------------------------------------- close
 
     def _close_connections(self) -> None:
@@ -664,3 +858,60 @@ def _execute_script(db: sqlite3.Connection, script: str) -> None:
     # Not executescript(): it commits the open transaction first.
     for statement in filter(str.strip, script.split(";")):
         db.execute(statement)
+
+
+_OPERATION_COLUMNS = (
+    "id, action, filter, reason, who, created_at, state, matched, done,"
+    " last_id, cursor, finished_at, error"
+)
+_CHANGES: Mapping[Action, tuple[State, ...]] = {
+    "requeue": ("failed", "cancelled"),
+    "cancel": ("queued",),
+    "purge": TERMINAL,
+}
+"""The rows an operation's chunk changes in the journal (a running job is
+cancelled by its instance, not here)."""
+_BECOMES: Mapping[Action, State] = {"requeue": "queued", "cancel": "cancelled"}
+
+
+def _operation(row: tuple[Any, ...] | None) -> OperationRecord | None:
+    if row is None:
+        return None
+    id, action, filter, *rest = row
+    return OperationRecord(id, action, filter_from_json(filter), *rest)
+
+
+def _matching(filter: JobFilter, action: Action, now: float) -> tuple[str, list[Any]]:
+    """The ``WHERE`` condition for rows ``action`` acts on that ``filter``
+    matches (as :meth:`SQLiteJournal.list` reads a filter), ``now`` telling
+    scheduled from queued."""
+    acts_on = ACTS_ON[action]
+    where: list[str] = []
+    params: list[Any] = []
+    state = filter.state
+    if state in ("scheduled", "queued"):
+        where += [
+            "state = 'queued'",
+            "run_at > ?" if state == "scheduled" else "run_at <= ?",
+        ]
+        params.append(now)
+        if "queued" not in acts_on:
+            where.append("0")
+    elif state is not None:
+        where.append("state = ?")
+        params.append(state)
+        if state not in acts_on:
+            where.append("0")
+    else:
+        where.append(f"state IN ({', '.join('?' * len(acts_on))})")
+        params += acts_on
+    for column, value, test in (
+        ("type", filter.type, "="),
+        ("priority", filter.priority, "="),
+        ("accepted_at", filter.since, ">="),
+        ("accepted_at", filter.until, "<"),
+    ):
+        if value is not None:
+            where.append(f"{column} {test} ?")
+            params.append(value)
+    return " AND ".join(where), params

@@ -1,8 +1,9 @@
 """The HTTP edge: a FastAPI app over a :class:`~bulkhead.service.Service`.
 
-One router per resource (``_jobs.py``, ``_monitoring.py``), the token in
-``_auth.py``, and domain errors mapped to status codes in ``_errors.py``:
-the service core never names a status code.
+One router per resource (``_jobs.py``, ``_monitoring.py``,
+``_operations.py``), tokens and roles in ``_auth.py``, and domain errors
+mapped to status codes in ``_errors.py``: the service core never names a
+status code.
 
 Why FastAPI rather than bare Starlette: request bodies are pydantic models,
 so a malformed request is refused with a message naming the field, and the
@@ -26,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import bulkhead
 
 from .._service import Service
-from . import _errors, _jobs, _monitoring, _ui
-from ._auth import UNAUTHORIZED, require_token
+from . import _errors, _jobs, _monitoring, _operations, _ui
+from ._auth import UNAUTHORIZED, require_roles
 from ._errors import problem
 from ._models import Problem
 from ._openapi import narrow_submissions
@@ -108,7 +109,8 @@ def create_app(service: Service) -> FastAPI:
         version=bulkhead.__version__,
         responses={413: {"model": Problem, "description": "Request body too large"}},
     )
-    secured = require_token(service.config.token)
+    tokens = service.config.credentials()
+    secured = require_roles(tokens, writes="submit")
     errors: dict[int | str, Any] = {
         status: {**answer, "model": Problem} for status, answer in UNAUTHORIZED.items()
     }
@@ -116,6 +118,8 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(_monitoring.probes(service))
     app.include_router(_monitoring.monitoring(service, secured, errors))
     app.include_router(_jobs.router(service, secured, errors))
+    operate = require_roles(tokens, writes="operate")
+    app.include_router(_operations.router(service, operate, errors))
     _docs(app, service, secured)
     _ui.install(app, service, secured)
     # The Swagger UI and ReDoc bundles fastapi-offline ships, so that the

@@ -20,6 +20,8 @@ from .._errors import (
     FieldError,
     JobFinished,
     JobNotFound,
+    OperationFinished,
+    OperationNotFound,
     ServiceError,
     SubmissionInvalid,
     Unavailable,
@@ -50,9 +52,9 @@ def _status(exc: ServiceError) -> tuple[int, dict[str, str]]:
         return (429 if isinstance(exc, BacklogFull) else 503), {
             "Retry-After": str(exc.retry_after)
         }
-    if isinstance(exc, JobNotFound):
+    if isinstance(exc, JobNotFound | OperationNotFound):
         return 404, {}
-    if isinstance(exc, JobFinished):
+    if isinstance(exc, JobFinished | OperationFinished):
         return 409, {}
     raise AssertionError(f"no status for {exc!r}")  # pragma: no cover
 

@@ -10,8 +10,9 @@ the dispatcher's statistics, and the per-minute counters and recent
 failures of :class:`~bulkhead.service._activity.Activity`. Its cost does not
 depend on the number of rows nor on the number of viewers.
 
-**Auth.** With a token configured, ``/ui`` needs it like every endpoint:
-``POST /ui/login`` checks it (constant time) and keeps it in the
+**Auth.** With tokens configured, ``/ui`` needs one (any role: each
+includes ``read``) like every endpoint: ``POST /ui/login`` checks it
+(constant time) and keeps it in the
 ``bulkhead_token`` cookie, HttpOnly (scripts cannot read it), SameSite=Strict
 (no other site's page sends it), ``Secure`` when served over https; the
 page's own requests (``/jobs``, ``/operations``, ``/ui/events``) carry the
@@ -30,12 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import hmac
 import html
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -51,6 +53,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._activity import MINUTES
+from .._config import TokenSpec
 from .._service import Service, pool_name
 from ._auth import COOKIE
 from ._errors import problem
@@ -129,7 +132,7 @@ class Board:
             "draining": stats["draining"],
             "writable": stats["journal"]["writable"],
             "journal": stats["journal"]["location"],
-            "auth": service.config.token is not None,
+            "auth": bool(service.config.credentials()),
             "uptime": stats["uptime"],
             "pools": pools,
             "failures": failures,
@@ -220,12 +223,19 @@ def _supplied(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def _matches(token: str | None, supplied: str | None) -> bool:
-    if token is None:
+def _matches(tokens: Sequence[TokenSpec], supplied: str | None) -> bool:
+    # Any token will do: every role includes read. Compared as _auth does:
+    # SHA-256 digests, against every token whichever matches.
+    if not tokens:
         return True
-    return supplied is not None and hmac.compare_digest(
-        supplied.encode(), token.encode()
-    )
+    if supplied is None:
+        return False
+    digest = hashlib.sha256(supplied.encode()).digest()
+    matches = [
+        hmac.compare_digest(digest, hashlib.sha256(t.token.encode()).digest())
+        for t in tokens
+    ]
+    return True in matches
 
 
 def _page(name: str, message: str = "") -> str:
@@ -261,7 +271,7 @@ def _with_board(
 
 def _router(service: Service, board: Board, secured: list[Any]) -> APIRouter:
     api = APIRouter(include_in_schema=False)
-    token = service.config.token
+    tokens = service.config.credentials()
 
     def _cookie(response: Response, request: Request, value: str | None) -> None:
         # Secure over https, so that the token never leaves in clear text.
@@ -279,7 +289,7 @@ def _router(service: Service, board: Board, secured: list[Any]) -> APIRouter:
 
     @api.get("/ui", response_model=None)
     async def dashboard(request: Request) -> Response:
-        if not _matches(token, _supplied(request)):
+        if not _matches(tokens, _supplied(request)):
             return RedirectResponse("/ui/login", status_code=303)
         return HTMLResponse(_page("index.html"), headers=_NO_STORE)
 
@@ -301,12 +311,12 @@ def _router(service: Service, board: Board, secured: list[Any]) -> APIRouter:
             return HTMLResponse(
                 _page("login.html", "Enter the service's token."), status_code=400
             )
-        if not _matches(token, given):
+        if not _matches(tokens, given):
             return HTMLResponse(
                 _page("login.html", "Wrong token: access refused."), status_code=401
             )
         response = RedirectResponse("/ui", status_code=303)
-        if token is not None:
+        if tokens:
             _cookie(response, request, given)
         return response
 
