@@ -36,6 +36,7 @@ from ._service_server import ServerProcess, server_args, serving
 
 registry = JobRegistry()
 TOKEN = "dashboard-token-for-tests"
+VIEWER = "viewer-token-reads-only"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT = _service_server.ROOT / "docs" / "_static" / "dashboard.png"
@@ -168,7 +169,11 @@ def test_activity_forgets_minutes_older_than_an_hour() -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of this module's registry, with a token."""
     base = tmp_path_factory.mktemp("ui")
-    args = server_args("high=2,normal=2", "--grace-period", "1", "--token", TOKEN)
+    args = server_args(
+        "high=2,normal=2",
+        *("--grace-period", "1", "--token", TOKEN),
+        *("--tokens", f"viewer:read:{VIEWER}"),
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_service_server, "REGISTRY", "tests.test_ui:registry")
         with serving(base, *args) as process:
@@ -239,6 +244,24 @@ def test_login_and_logout_over_http(server: ServerProcess) -> None:
         assert out.status_code == 303
         assert "bulkhead_token" not in browser.cookies
         assert browser.get("/ui").status_code == 303
+
+
+def test_a_read_token_sees_the_dashboard_but_cannot_operate(
+    server: ServerProcess,
+) -> None:
+    origin = {"Origin": _origin(server)}
+    with httpx.Client(base_url=server.url, timeout=10) as browser:
+        login = browser.post("/ui/login", content=f"token={VIEWER}", headers=origin)
+        assert login.status_code == 303
+        assert browser.get("/ui").status_code == 200
+        assert browser.get("/jobs").status_code == 200
+        refused = browser.post(
+            "/operations",
+            json={"action": "requeue", "filter": {"state": "failed"}, "reason": "x"},
+            headers=origin,
+        )
+        assert refused.status_code == 403
+        assert "needs role operate" in refused.json()["error"]
 
 
 def test_the_dashboard_is_open_without_a_token(tmp_path: Path) -> None:

@@ -10,6 +10,11 @@ const SVG = "http://www.w3.org/2000/svg";
 let poolsFilled = false;
 let nextAfter = null;
 let shownJob = null;
+const poolNames = new Map(); // priority -> pool name, from the snapshot
+
+function poolOf(priority) {
+  return poolNames.get(priority) || String(priority);
+}
 
 function text(tag, value, attrs) {
   const node = document.createElement(tag);
@@ -104,6 +109,7 @@ function renderPools(snap) {
   if (!poolsFilled) {
     poolsFilled = true;
     for (const pool of snap.pools) {
+      poolNames.set(pool.priority, pool.name);
       $("bulk-pool").append(text("option", pool.name, { value: pool.priority }));
     }
   }
@@ -111,8 +117,8 @@ function renderPools(snap) {
 
 // A bar per minute: succeeded at the bottom, failed stacked on top.
 function chart(pool, minutes) {
-  const width = 600;
-  const height = 110;
+  const width = 300;
+  const height = 100;
   const top = 14;
   const bottom = 18;
   const ok = pool.minutes.succeeded;
@@ -253,7 +259,7 @@ function addResults(jobs) {
     const cell = document.createElement("td");
     cell.append(jobButton(job.id));
     row.dataset.id = job.id;
-    row.append(cell, text("td", job.type), text("td", job.priority),
+    row.append(cell, text("td", job.type), text("td", poolOf(job.priority)),
       text("td", job.state, { class: `state ${job.state}` }), text("td", job.attempts),
       text("td", (job.accepted_at || "").replace("T", " ")));
     body.append(row);
@@ -286,10 +292,10 @@ function fillDetail(job) {
   $("detail-heading").textContent = `Job ${job.id}: ${job.type}, ${job.state}`;
   const fields = $("detail-fields");
   fields.replaceChildren();
-  const shown = ["state", "type", "priority", "attempts", "resumed", "accepted_at",
+  const shown = ["state", "type", "pool", "attempts", "resumed", "accepted_at",
     "run_at", "started_at", "finished_at", "error", "result"];
   for (const name of shown) {
-    const value = job[name];
+    const value = name === "pool" ? poolOf(job.priority) : job[name];
     if (value === null || value === undefined) continue;
     fields.append(text("dt", name.replace("_", " ")));
     const dd = document.createElement("dd");
