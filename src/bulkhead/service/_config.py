@@ -359,11 +359,11 @@ class ServiceConfig:
     max_attempts: int = _default("max_attempts")
     """Runs of a job across restarts before it is failed."""
     grace_period: float = _default("grace_period")
-    """Seconds a shutdown lets jobs finish: a hard limit."""
+    """Seconds a shutdown lets jobs finish, a hard limit."""
     log_level: str = _default("log_level")
     """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
     journal: str = _default("journal")
-    """The journal: a SQLite file; ``:memory:`` keeps nothing."""
+    """The journal, a SQLite file; ``:memory:`` keeps nothing."""
     max_backlog: int = _default("max_backlog")
     """Jobs waiting in one pool before submissions get 429."""
     max_batch: int = _default("max_batch")

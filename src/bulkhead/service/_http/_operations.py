@@ -27,6 +27,8 @@ OperationId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _pool(value: int | str | None) -> int | None:
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError("a pool number is a 64-bit integer")
     if value is None or isinstance(value, int):
         return value
     return resolve_priority(value)
