@@ -121,9 +121,11 @@ async def test_a_snapshot_reads_counters_not_rows(tmp_path: Path) -> None:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
-        answer = await service.submit([_submission("flaky", marker="/nonexistent")])
-        # The journal writes from a thread: poll.
-        while (await service.job(answer[0].id))["state"] != "failed":  # noqa: ASYNC110
+        await service.submit([_submission("flaky", marker="/nonexistent")])
+        # The journal writes from a thread and counts an end once that
+        # write commits: poll.
+        failed = {2: {"failed": 1}}
+        while await service.journal.counts() != failed:  # noqa: ASYNC110
             await trio.sleep(0.01)
         service.journal.list = refuse  # type: ignore[method-assign]
         service.journal.get = refuse  # type: ignore[method-assign]

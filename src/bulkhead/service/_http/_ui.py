@@ -39,7 +39,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, final
 
 import trio
 from fastapi import APIRouter, FastAPI, Request
@@ -70,6 +70,7 @@ def _utc(seconds: float) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@final
 class Board:
     """The one snapshot the dashboard's viewers share (see the module
     docstring): :meth:`run` builds it, :meth:`updates` streams it."""
@@ -177,6 +178,7 @@ class Board:
             self.viewers -= 1
 
 
+@final
 class OriginCheck:
     """ASGI middleware: refuse (403) a mutating request authenticated by
     the cookie whose ``Origin`` (or ``Referer``) is not this server."""

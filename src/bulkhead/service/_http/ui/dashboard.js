@@ -60,8 +60,7 @@ function connect() {
     render(JSON.parse(event.data));
   });
   events.addEventListener("error", () => {
-    $("status").textContent = "Disconnected: reconnecting…";
-    $("status").className = "status bad";
+    setStatus("Disconnected: reconnecting…", false);
     if (events.readyState === EventSource.CLOSED) {
       // Refused (token gone) or the server went away: find out which.
       api("GET", "/stats").then(() => setTimeout(connect, 2000), () => {});
@@ -69,11 +68,17 @@ function connect() {
   });
 }
 
+// The status is a live region: change it only when the state changes, so
+// that a screen reader is not told the time every second.
+function setStatus(message, good) {
+  const status = $("status");
+  if (status.textContent !== message) status.textContent = message;
+  status.className = good ? "status good" : "status bad";
+}
+
 function render(snap) {
-  $("status").textContent = snap.draining
-    ? "Draining: the service is shutting down"
-    : `Live · updated ${snap.at.slice(11, 19)} UTC`;
-  $("status").className = snap.draining ? "status bad" : "status good";
+  setStatus(snap.draining ? "Draining: the service is shutting down" : "Live", !snap.draining);
+  $("updated").textContent = `updated ${snap.at.slice(11, 19)} UTC`;
   $("journal").textContent = snap.writable
     ? `Journal ${snap.journal}: writable`
     : `Journal ${snap.journal}: NOT writable (submissions refused)`;
