@@ -33,7 +33,17 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-unit: $(VENV)/.dev postgresql
+
+# The dashboard's browser tests (tests/test_ui.py) drive Debian's chromium
+# through chromedriver: installed when missing (as root, or with sudo).
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMEDRIVER):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+
+unit: $(VENV)/.dev postgresql | $(CHROMEDRIVER)
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q

@@ -25,6 +25,7 @@ import trio
 
 from bulkhead import Dispatcher, Hooks, Job, JobCancelled, JobState
 
+from ._activity import Activity
 from ._journal import Claimed, Finish, Journal, Release, State
 from ._registry import JobRegistry
 
@@ -101,6 +102,8 @@ class RunningJobs:
     """Jobs the shutdown stopped before they finished (queued again)."""
     dispatcher: Dispatcher | None = None
     """Set by the service once its pools run."""
+    activity: Activity = attrs.field(factory=Activity)
+    """Ends per pool and minute, and the last failures (the dashboard)."""
 
     def hooks(self) -> Hooks:
         """The dispatcher hooks that follow each job."""
@@ -270,6 +273,7 @@ class RunningJobs:
         now = time.time()
         del self.live[claimed.id]
         self.drain_rate.ended(claimed.priority, now)
+        self.activity.ended(claimed, state, error, now)
         self.journal.finish(
             Finish(
                 claimed.id,

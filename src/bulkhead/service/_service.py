@@ -120,6 +120,8 @@ class Service:
             self.journal, running=self.running, chunk=config.operation_chunk
         )
         """Requeue, cancel and purge by filter, with the audit log."""
+        self.activity = self.running.activity
+        """Ends per pool and minute, and the last failures (the dashboard)."""
         self._opened = False
         self._stop = trio.Event()
         self.stopped = trio.Event()

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import bulkhead
 
 from .._service import Service
-from . import _errors, _jobs, _monitoring, _operations
+from . import _errors, _jobs, _monitoring, _operations, _ui
 from ._auth import UNAUTHORIZED, require_roles
 from ._errors import problem
 from ._models import Problem
@@ -121,6 +121,7 @@ def create_app(service: Service) -> FastAPI:
     operate = require_roles(tokens, writes="operate")
     app.include_router(_operations.router(service, operate, errors))
     _docs(app, service, secured)
+    _ui.install(app, service, secured)
     # The Swagger UI and ReDoc bundles fastapi-offline ships, so that the
     # docs pages load with no network.
     assets = files("fastapi_offline") / "static"
