@@ -293,6 +293,17 @@ class Journal(abc.ABC):
         in id order (keyset pagination: stable under inserts)."""
 
     @abc.abstractmethod
+    async def last_by_key(self, prefix: str) -> JobRecord | None:
+        """The job whose idempotency key is the greatest of those starting
+        with ``prefix`` (``None`` if none is kept): how a schedule finds its
+        last run after a restart, its keys ending in fixed-width UTC times.
+        An index lookup, never a scan.
+
+        Raises:
+          JournalUnavailable: if the store cannot be read now.
+        """
+
+    @abc.abstractmethod
     async def counts(self) -> Mapping[int, Mapping[State, int]]:
         """Rows per pool and state, from counters the writes keep (never a
         scan of the table)."""
