@@ -75,6 +75,7 @@ from ._journal import (
     open_journal,
 )
 from ._registry import ArgumentsInvalid, JobRegistry, resolve_priority
+from ._schedules import Scheduler
 
 log = logging.getLogger("bulkhead.service")
 
@@ -206,6 +207,10 @@ class Service:
         """The job store (the queue)."""
         self.metrics = PrometheusMetrics(CollectorRegistry())
         """Prometheus metrics, in a registry of their own."""
+        self.scheduler = Scheduler(
+            registry.schedules, self.journal, self.metrics.registry
+        )
+        """Enqueues the registry's periodic jobs (``GET /schedules``)."""
         self.priorities = frozenset(p.priority for p in config.pools)
         """The configured pools."""
         for job_type in registry:
@@ -338,6 +343,8 @@ class Service:
                         self.journal, priority, n, start=self._start, live=self._live
                     )
                     feeders.start_soon(feeder.run)
+                # Periodic jobs: enqueued as long as the feeders run.
+                feeders.start_soon(self.scheduler.run)
                 task_status.started()
                 await self._stop.wait()
                 self.draining = True
@@ -717,6 +724,15 @@ class Service:
             "pools": pools,
             "total": total,
         }
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """What ``GET /schedules`` shows: each periodic job and its runs.
+
+        Raises:
+          Unavailable: if the journal cannot be read.
+        """
+        views: list[dict[str, Any]] = await self._read(self.scheduler.view())
+        return views
 
     def workers(self) -> dict[str, Any]:
         """What ``GET /workers`` shows: each pool's workers and running jobs."""

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import bulkhead
 
 from .._service import Service
-from . import _errors, _jobs, _monitoring
+from . import _errors, _jobs, _monitoring, _schedules
 from ._auth import UNAUTHORIZED, require_token
 from ._errors import problem
 from ._models import Problem
@@ -116,6 +116,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(_monitoring.probes(service))
     app.include_router(_monitoring.monitoring(service, secured, errors))
     app.include_router(_jobs.router(service, secured, errors))
+    app.include_router(_schedules.router(service, secured, errors))
     _docs(app, service, secured)
     # The Swagger UI and ReDoc bundles fastapi-offline ships, so that the
     # docs pages load with no network.
