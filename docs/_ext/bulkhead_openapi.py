@@ -187,7 +187,13 @@ def enrich(operation: dict[str, Any]) -> None:
             senders.setdefault(name, []).append(status)
     for name, statuses in senders.items():
         first, *others = (responses[status]["headers"] for status in statuses)
-        first[name]["description"] += f" (with {', '.join(statuses)})"
+        # A header the schema does not describe (Retry-After) still says
+        # which statuses send it.
+        described = first[name].get("description", "")
+        sent = f"with {', '.join(statuses)}"
+        first[name]["description"] = (
+            f"{described} ({sent})" if described else f"Sent {sent}."
+        )
         for headers in others:
             del headers[name]
     operation["tags"] = [tag.capitalize() for tag in operation.get("tags", [])]
@@ -268,6 +274,8 @@ class ServiceApiRenderer(HttpdomainOldRenderer):
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the hook and the ``openapi-service`` directive."""
     app.setup_extension("sphinxcontrib.openapi")
+    # The table of options (service.rst), kept in its own module.
+    app.setup_extension("bulkhead_options")
     app.add_directive(
         "openapi-service", create_directive_from_renderer(ServiceApiRenderer)
     )

@@ -22,6 +22,7 @@ from ._errors import ServiceError as ServiceError
 from ._errors import SubmissionInvalid as SubmissionInvalid
 from ._errors import Unavailable as Unavailable
 from ._http import create_app as create_app
+from ._intake import Submission as Submission
 from ._journal import JournalUnavailable as JournalUnavailable
 from ._registry import ArgumentsInvalid as ArgumentsInvalid
 from ._registry import JobRegistry as JobRegistry
@@ -29,7 +30,6 @@ from ._registry import JobType as JobType
 from ._server import PortUnavailable as PortUnavailable
 from ._server import serve as serve
 from ._service import Service as Service
-from ._service import Submission as Submission
 
 __all__ = [
     "ArgumentsInvalid",
