@@ -293,11 +293,12 @@ class Journal(abc.ABC):
         in id order (keyset pagination: stable under inserts)."""
 
     @abc.abstractmethod
-    async def last_by_key(self, prefix: str) -> JobRecord | None:
-        """The job whose idempotency key is the greatest of those starting
-        with ``prefix`` (``None`` if none is kept): how a schedule finds its
-        last run after a restart, its keys ending in fixed-width UTC times.
-        An index lookup, never a scan.
+    async def last_of(self, keys: Sequence[str]) -> JobRecord | None:
+        """Of the jobs with these idempotency keys, the one with the latest
+        ``run_at`` (then the highest id); ``None`` if none is kept. How a
+        schedule finds its last run after a restart: it knows the keys its
+        recent fire times would have. One probe of the unique key's index
+        per key (at most a few hundred keys a call), never a scan.
 
         Raises:
           JournalUnavailable: if the store cannot be read now.

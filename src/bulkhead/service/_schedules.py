@@ -17,13 +17,16 @@ service's nursery. Design notes:
   (or a restarted one) enqueue the same fire time, the second is answered
   ``duplicate`` with the first row's id, which it then tracks as the last
   run. No lock and no leader: the unique key is the arbiter.
-* **The journal remembers, not this process.** On start each schedule looks
-  up its latest row (:meth:`~bulkhead.service._journal.Journal.last_by_key`
-  on the key prefix: fixed-width UTC times sort as they happen) and plans
-  from that fire time, so missed runs are found after any downtime. A row
-  the journal has pruned (``BULKHEAD_KEEP_RESULTS_FOR`` after it finished)
-  is forgotten: keep results longer than a schedule's period plus the
-  downtime you want caught up.
+* **The journal remembers, not this process.** On start each schedule asks
+  the journal which of the keys its fire times of the last :data:`LOOKBACK`
+  seconds would have exist (:meth:`~bulkhead.service._journal.Journal.last_of`,
+  newest first, :data:`KEYS_PER_LOOKUP` keys a probe of the unique index)
+  and plans from the latest one found, so missed runs are found after any
+  downtime. Probing exact keys needs no ordering of keys, so it works the
+  same on every store and collation. A row the journal has pruned
+  (``BULKHEAD_KEEP_RESULTS_FOR`` after it finished) is forgotten, and so is
+  a run under an earlier cron expression: keep results longer than a
+  schedule's period plus the downtime you want caught up.
 * **Wake at the next fire time.** A task sleeps on trio's clock until its
   next fire time, waking at most :data:`MAX_SLEEP` seconds apart to read the
   wall clock again (a stepped clock or a suspended machine moves wall time
@@ -68,7 +71,7 @@ import cronsim
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-from ._journal import TERMINAL, Journal, JournalUnavailable, NewJob
+from ._journal import TERMINAL, JobRecord, Journal, JournalUnavailable, NewJob
 
 log = logging.getLogger("bulkhead.service.schedules")
 
@@ -82,6 +85,8 @@ LOOKBACK = 31 * 86_400.0
 """Seconds of missed fire times a start looks back over, at most (the
 longest ``catch_up_window`` too): a minutely schedule down for a month is
 44,640 fire times to count."""
+KEYS_PER_LOOKUP = 500
+"""Keys one :meth:`Journal.last_of` call probes, at most."""
 MAX_SLEEP = 60.0
 """Longest sleep between two looks at the wall clock."""
 RETRY = 1.0
@@ -212,6 +217,17 @@ class Schedule:
         for moment in cronsim.CronSim(self.cron, start):
             yield moment.timestamp()
 
+    def recent(self, now: float) -> list[float]:
+        """Fire times of the last :data:`LOOKBACK` seconds, oldest first, and
+        those :data:`ON_TIME` seconds ahead (another instance's clock may be
+        a little ahead of ours): where a last run may be."""
+        fires: list[float] = []
+        for fire in self.fire_times(now - LOOKBACK):
+            if fire > now + ON_TIME:
+                return fires
+            fires.append(fire)
+        raise AssertionError("cron fire times never end")  # pragma: no cover
+
     def next_after(self, moment: float) -> float:
         """The first fire time after ``moment``."""
         return next(self.fire_times(moment))
@@ -320,9 +336,11 @@ class Scheduler:
 
     async def _run_one(self, state: _State) -> None:
         schedule = state.schedule
+        # A month of a minutely schedule is 44,640 fire times: not on the loop.
+        recent = await trio.to_thread.run_sync(schedule.recent, self.clock())
         while True:
             try:
-                record = await self._journal.last_by_key(schedule.key_prefix)
+                record = await self._last_run(schedule, recent)
                 break
             except JournalUnavailable as exc:
                 self._journal_failed(schedule, exc)
@@ -347,6 +365,18 @@ class Scheduler:
                 await self._sleep_until(plan.next)
                 now = max(self.clock(), plan.next)
             plan = schedule.plan(horizon, now)
+
+    async def _last_run(
+        self, schedule: Schedule, recent: Sequence[float]
+    ) -> JobRecord | None:
+        """The schedule's last run still in the journal, looked for among
+        the keys of its ``recent`` fire times, newest first."""
+        for end in range(len(recent), 0, -KEYS_PER_LOOKUP):
+            chunk = recent[max(0, end - KEYS_PER_LOOKUP) : end]
+            record = await self._journal.last_of([schedule.key(f) for f in chunk])
+            if record is not None:
+                return record
+        return None
 
     def _journal_failed(self, schedule: Schedule, exc: JournalUnavailable) -> None:
         log.warning(

@@ -658,15 +658,15 @@ class SQLiteJournal(Journal):
             self._with_ending(r, before) for r in map(_record, rows) if r is not None
         ]
 
-    async def last_by_key(self, prefix: str) -> JobRecord | None:
-        # A range on the unique key's index; keys compare as bytes (BINARY),
-        # so the keys starting with prefix are those below its successor.
-        successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    async def last_of(self, keys: Sequence[str]) -> JobRecord | None:
+        if not keys:
+            await trio.lowlevel.checkpoint()
+            return None
         before = dict(self._ending)
         rows = await self._read(
-            f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key >= ?"
-            " AND idempotency_key < ? ORDER BY idempotency_key DESC LIMIT 1",
-            (prefix, successor),
+            f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key IN"
+            f" ({', '.join('?' * len(keys))}) ORDER BY run_at DESC, id DESC LIMIT 1",
+            keys,
         )
         record = _record(rows[0] if rows else None)
         return None if record is None else self._with_ending(record, before)
