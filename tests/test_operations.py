@@ -17,6 +17,7 @@ import httpx
 import pytest
 import trio
 
+from bulkhead.service import JobRegistry
 from bulkhead.service._config import ConfigError, ServiceConfig, parse_tokens
 from bulkhead.service._errors import (
     OperationFinished,
@@ -33,6 +34,7 @@ from bulkhead.service._journal import (
     OperationRecord,
 )
 from bulkhead.service._operations import Operations
+from bulkhead.service._running import RunningJobs
 from bulkhead.service._sqlite import SQLiteJournal
 from bulkhead.service.cli import main as cli
 
@@ -44,6 +46,11 @@ POOLS = "low=1:1,normal=4"
 TOKEN = "default-token-for-operations"
 LOW = 1
 NORMAL = 2
+
+
+def idle(journal: SQLiteJournal) -> RunningJobs:
+    """No job runs here: an operation's own work is all there is."""
+    return RunningJobs(journal, JobRegistry(), frozenset(), 1)
 
 
 @pytest.fixture(autouse=True)
@@ -496,7 +503,7 @@ async def test_a_failing_chunk_fails_its_operation_and_the_runner_goes_on(
 ) -> None:
     journal = SQLiteJournal(":memory:")
     await journal.open()
-    operations = Operations(journal, live={}, chunk=5000)
+    operations = Operations(journal, running=idle(journal), chunk=5000)
     real = journal.advance_operation
     calls = 0
 
@@ -553,7 +560,11 @@ def test_requeue_of_100000_failed_jobs_takes_seconds(
     async def requeue() -> tuple[float, OperationRecord]:
         journal = SQLiteJournal(path, keep_results=10**9, keep_results_for=10**9)
         await journal.open()
-        operations = Operations(journal, live={}, chunk=5000)
+        operations = Operations(
+            journal,
+            running=idle(journal),
+            chunk=5000,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run)
             await nursery.start(operations.run)

@@ -360,6 +360,18 @@ class Journal(abc.ABC):
         in id order (keyset pagination: stable under inserts)."""
 
     @abc.abstractmethod
+    async def last_of(self, keys: Sequence[str]) -> JobRecord | None:
+        """Of the jobs with these idempotency keys, the one with the latest
+        ``run_at`` (then the highest id); ``None`` if none is kept. How a
+        schedule finds its last run after a restart: it knows the keys its
+        recent fire times would have. One probe of the unique key's index
+        per key (at most a few hundred keys a call), never a scan.
+
+        Raises:
+          JournalUnavailable: if the store cannot be read now.
+        """
+
+    @abc.abstractmethod
     async def counts(self) -> Mapping[int, Mapping[State, int]]:
         """Rows per pool and state, from counters the writes keep (never a
         scan of the table)."""

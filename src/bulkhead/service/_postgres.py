@@ -1179,6 +1179,26 @@ class PostgresJournal(Journal):
         await trio.lowlevel.checkpoint_if_cancelled()
         return self._overlay(await self._call(get))
 
+    async def last_of(self, keys: Sequence[str]) -> JobRecord | None:
+        """Of the jobs with these idempotency keys, the one with the latest
+        ``run_at``, or ``None`` (probes of the unique key's index).
+
+        Raises:
+          JournalUnavailable: if PostgreSQL cannot be reached.
+        """
+
+        def last_of(conn: psycopg.Connection[Any]) -> JobRecord | None:
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM bulkhead_jobs"
+                " WHERE idempotency_key = ANY(%s::text[])"
+                " ORDER BY run_at DESC, id DESC LIMIT 1",
+                (list(keys),),
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return self._overlay(await self._call(last_of))
+
     def _overlay(self, record: JobRecord | None) -> JobRecord | None:
         """``record`` as it is once its queued end is written."""
         if record is None or record.state != "running":

@@ -21,6 +21,8 @@ import pydantic
 
 from bulkhead._policy import Priority, is_async_callable
 
+from ._schedules import CatchUp, Overlap, Schedule
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 PRIORITY_NAMES: Mapping[str, int] = {p.name.lower(): int(p) for p in Priority}
@@ -203,6 +205,7 @@ class JobRegistry:
 
     def __init__(self) -> None:
         self._types: dict[str, JobType] = {}
+        self._schedules: dict[str, Schedule] = {}
 
     def job(
         self, *, name: str | None = None, priority: str | int = "normal"
@@ -264,6 +267,110 @@ class JobRegistry:
         )
         self._types[name] = job_type
         return job_type
+
+    # ----------------------------------------------- periodic jobs (schedules)
+
+    def schedule(
+        self,
+        name: str,
+        job_type: str,
+        cron: str,
+        *,
+        args: Mapping[str, Any] | None = None,
+        timezone: str = "UTC",
+        overlap: Overlap = "skip",
+        catch_up: CatchUp = "skip",
+        catch_up_window: float | None = None,
+    ) -> Schedule:
+        """Run job type ``job_type`` periodically, at the times ``cron`` says.
+
+        A schedule is its own declaration rather than a parameter of
+        :meth:`job`: one job type may run on several schedules with
+        different arguments (a daily and a weekly ``report``), a schedule
+        needs arguments of its own, and its name, not the type's, is what
+        identifies its runs across restarts and instances. Register the job
+        type first; everything is checked here, at import time, never when
+        the schedule fires.
+
+        Each fire time is enqueued exactly once, also with several instances
+        sharing a journal, as a job with idempotency key
+        ``schedule:<name>:<UTC time>`` and ``run_at`` its fire time.
+
+        Args:
+          name: the schedule's name (an identifier, unique in the registry).
+          job_type: a job type registered here.
+          cron: five fields (minute hour day-of-month month day-of-week),
+            Debian cron's syntax, e.g. ``"*/5 * * * *"``.
+          args: the runs' JSON arguments, checked against the job type's
+            schema (required if the type has required arguments).
+          timezone: IANA zone the cron expression is read in (default UTC).
+          overlap: ``"skip"`` (default): a fire time passes, counted as
+            missed, while the last run is unfinished; ``"allow"``.
+          catch_up: fire times missed while no instance ran: ``"skip"``
+            (default) counts them; ``"latest"`` runs the latest once;
+            ``"all"`` runs each one within ``catch_up_window``.
+          catch_up_window: seconds; missed runs older than this never run
+            (required for ``"all"``, optional for ``"latest"``).
+
+        Returns:
+          The :class:`~bulkhead.service._schedules.Schedule`.
+
+        Raises:
+          ValueError: for a name registered twice or not an identifier, an
+            unknown job type, arguments that do not fit its schema or are
+            missing, a bad cron expression, an unknown time zone, an unknown
+            policy or a window that does not fit it.
+          TypeError: for arguments that are not JSON, or a window that is
+            not a number.
+        """
+        if name in self._schedules:
+            raise ValueError(f"schedule {name!r} is already registered")
+        try:
+            target = self[job_type]
+        except KeyError as exc:
+            raise ValueError(f"schedule {name!r}: {exc.args[0]}") from None
+        given = {} if args is None else dict(args)
+        required = [
+            field
+            for field, info in target.arguments.model_fields.items()
+            if info.is_required() and field not in given
+        ]
+        if args is None and required:
+            raise ValueError(
+                f"schedule {name!r}: job type {job_type!r} has required "
+                f"arguments ({', '.join(required)}): give them with args="
+            )
+        try:
+            text = json.dumps(given, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"schedule {name!r}: args must be JSON (str, numbers, bools, "
+                f"None, lists and dicts): {exc}"
+            ) from None
+        try:
+            target.validate(given)
+        except ArgumentsInvalid as exc:
+            raise ValueError(
+                f"schedule {name!r}: arguments do not fit job type {job_type!r}: {exc}"
+            ) from None
+        schedule = Schedule(
+            name,
+            target.name,
+            target.priority,
+            cron,
+            text,
+            timezone=timezone,
+            overlap=overlap,
+            catch_up=catch_up,
+            catch_up_window=catch_up_window,
+        )
+        self._schedules[name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """The registered schedules, in registration order."""
+        return tuple(self._schedules.values())
 
     def __getitem__(self, name: str) -> JobType:
         """The job type called ``name``.

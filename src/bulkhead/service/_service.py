@@ -49,6 +49,7 @@ from ._journal import (
 from ._operations import Operations
 from ._registry import JobRegistry
 from ._running import RunningJobs
+from ._schedules import Scheduler
 from ._views import job_view, pool_name, utc
 
 log = logging.getLogger("bulkhead.service")
@@ -93,6 +94,10 @@ class Service:
         """The job store (the queue)."""
         self.metrics = PrometheusMetrics(CollectorRegistry())
         """Prometheus metrics, in a registry of their own."""
+        self.scheduler = Scheduler(
+            registry.schedules, self.journal, self.metrics.registry
+        )
+        """Enqueues the registry's periodic jobs (``GET /schedules``)."""
         self.priorities = frozenset(p.priority for p in config.pools)
         """The configured pools."""
         for job_type in registry:
@@ -230,6 +235,8 @@ class Service:
                     )
                     feeders.start_soon(feeder.run)
                 feeders.start_soon(self.operations.run)
+                # Periodic jobs: enqueued as long as the feeders run.
+                feeders.start_soon(self.scheduler.run)
                 task_status.started()
                 await self._stop.wait()
                 self.draining = True
@@ -376,6 +383,15 @@ class Service:
             "pools": pools,
             "total": total,
         }
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """What ``GET /schedules`` shows: each periodic job and its runs.
+
+        Raises:
+          Unavailable: if the journal cannot be read.
+        """
+        views: list[dict[str, Any]] = await self._read(self.scheduler.view())
+        return views
 
     def workers(self) -> dict[str, Any]:
         """What ``GET /workers`` shows: each pool's workers and running jobs."""

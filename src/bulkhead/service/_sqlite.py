@@ -623,8 +623,13 @@ class SQLiteJournal(Journal):
         except sqlite3.Error as exc:
             raise JournalUnavailable(self._why(exc)) from None
 
-    def _with_ending(self, record: JobRecord) -> JobRecord:
-        finish = self._ending.get(record.id)
+    def _with_ending(
+        self, record: JobRecord, before: Mapping[int, Finish] | None = None
+    ) -> JobRecord:
+        # ``before``: the ends queued when the read began. An end committed
+        # (and dropped from _ending) while the read ran is in neither the
+        # row the read saw nor _ending.
+        finish = self._ending.get(record.id) or (before or {}).get(record.id)
         if finish is None or record.state != "running":
             return record
         return attrs.evolve(
@@ -638,9 +643,10 @@ class SQLiteJournal(Journal):
         )
 
     async def get(self, id: int) -> JobRecord | None:
+        before = dict(self._ending)
         rows = await self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (id,))
         record = _record(rows[0] if rows else None)
-        return None if record is None else self._with_ending(record)
+        return None if record is None else self._with_ending(record, before)
 
     async def list(
         self, filter: JobFilter, *, after: int, limit: int, now: float
@@ -665,12 +671,28 @@ class SQLiteJournal(Journal):
             if value is not None:
                 where.append(f"{column} {test} ?")
                 params.append(value)
+        before = dict(self._ending)
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
             " ORDER BY id LIMIT ?",
             [*params, limit],
         )
-        return [self._with_ending(r) for r in map(_record, rows) if r is not None]
+        return [
+            self._with_ending(r, before) for r in map(_record, rows) if r is not None
+        ]
+
+    async def last_of(self, keys: Sequence[str]) -> JobRecord | None:
+        if not keys:
+            await trio.lowlevel.checkpoint()
+            return None
+        before = dict(self._ending)
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM jobs WHERE idempotency_key IN"
+            f" ({', '.join('?' * len(keys))}) ORDER BY run_at DESC, id DESC LIMIT 1",
+            keys,
+        )
+        record = _record(rows[0] if rows else None)
+        return None if record is None else self._with_ending(record, before)
 
     async def counts(self) -> Mapping[int, Mapping[State, int]]:
         await trio.lowlevel.checkpoint()

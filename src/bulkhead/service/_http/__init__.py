@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import bulkhead
 
 from .._service import Service
-from . import _errors, _jobs, _monitoring, _operations, _ui
+from . import _errors, _jobs, _monitoring, _operations, _schedules, _ui
 from ._auth import UNAUTHORIZED, require_roles
 from ._errors import problem
 from ._models import Problem
@@ -120,6 +120,7 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(_jobs.router(service, secured, errors))
     operate = require_roles(tokens, writes="operate")
     app.include_router(_operations.router(service, operate, errors))
+    app.include_router(_schedules.router(service, secured, errors))
     _docs(app, service, secured)
     _ui.install(app, service, secured)
     # The Swagger UI and ReDoc bundles fastapi-offline ships, so that the
