@@ -9,6 +9,7 @@ keeps every sample; tables show the minimum (best of k) and the median.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import statistics
 import sys
 import time
@@ -92,3 +93,73 @@ def _cell(value: object) -> str:
 
 def ratio(value: float) -> str:
     return f"{value:.2f}x"
+
+
+def have(module: str) -> bool:
+    """Whether ``module`` can be imported (an optional contender's library)."""
+    return importlib.util.find_spec(module) is not None
+
+
+def bind(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    def run() -> Any:
+        return fn(*args, **kwargs)
+
+    return run
+
+
+def spread(values: list[float]) -> float:
+    return max(values) / min(values)
+
+
+# bulkhead variants: key -> (label, copy_context, nowait)
+BULKHEAD_VARIANTS = {
+    "bulkhead": ("bulkhead dispatch", True, False),
+    "bulkhead_nocopy": ("bulkhead dispatch, copy_context=False", False, False),
+    "bulkhead_nowait": ("bulkhead dispatch_nowait+fallback", True, True),
+    "bulkhead_nocopy_nowait": (
+        "bulkhead dispatch_nowait+fallback, copy_context=False",
+        False,
+        True,
+    ),
+}
+
+
+def timed_results(
+    contenders: list[Contender], raw: dict[str, list[float]], jobs: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in contenders:
+        seconds = raw[c.key]
+        per_job = [s / jobs * 1e6 for s in seconds]
+        out[c.key] = {
+            "label": c.label,
+            "bulkhead": c.bulkhead,
+            "seconds": seconds,
+            "us_per_job": summary(per_job),
+        }
+    return out
+
+
+def ratios(results: dict[str, Any], stat: str) -> dict[str, dict[str, float]]:
+    """``ratios[x][b]`` = time of x / time of bulkhead variant b (>1: b faster)."""
+    variants = [k for k, v in results.items() if v["bulkhead"]]
+    return {
+        key: {
+            b: value["us_per_job"][stat] / results[b]["us_per_job"][stat]
+            for b in variants
+        }
+        for key, value in results.items()
+    }
+
+
+def goal(
+    text: str, value: float | None, threshold: float, met: bool | None, unit: str = "x"
+) -> dict[str, Any]:
+    """One goal of a scenario: its measured value and whether it is met."""
+    return {
+        "goal": text,
+        "value": value,
+        "threshold": threshold,
+        "unit": unit,
+        "met": met,
+    }

@@ -1,6 +1,8 @@
 """Tables from a results dict (the content of ``results/latest.json``).
 
-``run.py`` prints them as text; ``table.py`` prints them as markdown for the docs.
+``run.py`` prints them as text; ``table.py`` prints them as markdown for the
+docs. Each scenario renders its own section (its ``report()``); this module
+holds the header, the table of goals and what several scenarios share.
 """
 
 from __future__ import annotations
@@ -31,27 +33,22 @@ def render(
     sections: Collection[str] | None = None,
 ) -> str:
     """The header, then each section of ``data`` (or only ``sections``)."""
-    parts = [_header(data, markdown)]
-    for name, fn in (
-        ("targets", _targets),
-        ("throughput", _throughput),
-        ("rounds", _rounds),
-        ("isolation", _isolation),
-        ("memory", _memory),
-        ("scaling", _scaling),
-        ("dask", _dask),
-        ("service", _service),
-    ):
+    from _scenarios import SCENARIOS
+
+    parts = [header(data, markdown)]
+    if "targets" in data and (sections is None or "targets" in sections):
+        parts.append(targets(data, markdown))
+    for name, scenario in SCENARIOS.items():
         if name in data and (sections is None or name in sections):
-            parts.append(fn(data, markdown))
+            parts.append(scenario.report(data[name], markdown))
     return "\n\n".join(parts) + "\n"
 
 
-def _title(text: str, markdown: bool) -> str:
+def title(text: str, markdown: bool) -> str:
     return f"### {text}\n" if markdown else f"== {text} =="
 
 
-def _header(data: dict[str, Any], markdown: bool) -> str:
+def header(data: dict[str, Any], markdown: bool) -> str:
     meta = data["meta"]
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     lines = [
@@ -71,7 +68,7 @@ def _header(data: dict[str, Any], markdown: bool) -> str:
     return "\n".join(lines)
 
 
-def _ratio_table(section: dict[str, Any], markdown: bool) -> str:
+def ratio_table(section: dict[str, Any], markdown: bool) -> str:
     results = section["results"]
     variants = [k for k, v in results.items() if v["bulkhead"]]
     headers = ["contender", "min us/job", "median us/job"]
@@ -93,114 +90,7 @@ def _ratio_table(section: dict[str, Any], markdown: bool) -> str:
     return text
 
 
-def _throughput(data: dict[str, Any], markdown: bool) -> str:
-    s = data["throughput"]
-    title = (
-        f"throughput: {s['jobs']:,} trivial jobs, {s['workers']} workers, "
-        f"best of {s['repeat']}"
-    )
-    text = _title(title, markdown) + "\n" + _ratio_table(s, markdown)
-    if s.get("skipped"):
-        text += "\nnot installed, skipped: " + ", ".join(s["skipped"])
-    return text
-
-
-def _rounds(data: dict[str, Any], markdown: bool) -> str:
-    s = data["rounds"]
-    title = (
-        f"rounds: {s['rounds']} rounds x {s['per_round']} jobs, dispatch then "
-        f"barrier, {s['workers']} workers, best of {s['repeat']}"
-    )
-    return _title(title, markdown) + "\n" + _ratio_table(s, markdown)
-
-
-def _isolation(data: dict[str, Any], markdown: bool) -> str:
-    s = data["isolation"]
-    title = (
-        f"isolation: pool A flooded with {s['flood']:,} jobs of "
-        f"{s['slow'] * 1000:g} ms; dispatch-to-start latency of {s['probes']} "
-        f"small jobs through pool B, {s['repeat']} run(s)"
-    )
-    headers = ["contender", "p50 us", "p99 us", "max us", "p99 us (worst run)"]
-    rows = [
-        [
-            r["label"],
-            r["p50_us"]["median"],
-            r["p99_us"]["median"],
-            r["max_us"]["median"],
-            max(r["p99_us_runs"]),
-        ]
-        for r in s["results"].values()
-    ]
-    note = "figures are the median over runs"
-    return (
-        f"{_title(title, markdown)}\n{table(headers, rows, markdown=markdown)}\n{note}"
-    )
-
-
-def _memory(data: dict[str, Any], markdown: bool) -> str:
-    s = data["memory"]
-    headers = [
-        "contender",
-        "jobs",
-        "warm-up",
-        "traced growth KiB",
-        "blocks growth",
-        "objects growth",
-        "RSS growth KiB",
-        "seconds",
-    ]
-    rows = []
-    for r in s["results"].values():
-        traced = r.get("traced_growth_bytes")
-        rss = r.get("rss_growth_bytes")
-        rows.append(
-            [
-                r["label"],
-                r["jobs"],
-                r["warmup_jobs"],
-                None if traced is None else traced / 1024,
-                r["blocks_growth"],
-                r["objects_growth"],
-                None if rss is None else rss / 1024,
-                r["seconds"],
-            ]
-        )
-    title = "memory: one stream of jobs, no barrier until the end, no handle kept"
-    note = (
-        "growth = end of the run minus the first sample after warm-up "
-        "(gc.collect() before each sample); tracemalloc slows Python about 6x, "
-        "so the traced run is shorter and the full count runs untraced, "
-        "watching sys.getallocatedblocks()"
-    )
-    return (
-        f"{_title(title, markdown)}\n{table(headers, rows, markdown=markdown)}\n{note}"
-    )
-
-
-def _scaling(data: dict[str, Any], markdown: bool) -> str:
-    s = data["scaling"]
-    parts = []
-    for axis in ("pools", "workers"):
-        points = s["sweeps"][axis]
-        who = [w for w in ("bulkhead", "trio_channel_pool") if w in points[0]]
-        headers = ["pools", "workers"]
-        headers += [f"{w} us/job (min)" for w in who]
-        rows = [[p["pools"], p["workers"], *(p[w]["min"] for w in who)] for p in points]
-        rows.append(
-            ["slowest/fastest", "", *(f"{s['spread'][axis][w]:.2f}" for w in who)]
-        )
-        title = (
-            f"scaling over {axis}: {s['jobs']:,} jobs per point, rendezvous "
-            f"dispatch round-robin over the pools, best of {s['repeat']}"
-        )
-        parts.append(
-            f"{_title(title, markdown)}\n{table(headers, rows, markdown=markdown)}"
-        )
-    return "\n\n".join(parts)
-
-
-def _targets(data: dict[str, Any], markdown: bool) -> str:
+def targets(data: dict[str, Any], markdown: bool) -> str:
     rows = []
     for t in data["targets"]:
         value, unit = t["value"], t["unit"]
@@ -217,139 +107,7 @@ def _targets(data: dict[str, Any], markdown: bool) -> str:
         met = {True: "MET", False: "not met", None: "n/a"}[t["met"]]
         rows.append([t["goal"], shown, met])
     return (
-        _title("issue 6 targets", markdown)
+        title("issue 6 targets", markdown)
         + "\n"
         + table(["goal", "measured", "status"], rows, markdown=markdown)
-    )
-
-
-DASK_SHORT = {
-    "serial": "serial",
-    "bulkhead_process": "process",
-    "bulkhead_dask": "dask",
-    "bulkhead_dask_slots": "dask {slots} slots",
-    "distributed_map_wait": "map+wait",
-}
-DASK_POOL = "bulkhead_dask"
-
-
-def _dask(data: dict[str, Any], markdown: bool) -> str:
-    s = data["dask"]
-    title = (
-        f"dask: BSP rounds of a CPU job (a pure-Python loop), barrier after each "
-        f"round, {s.get('workers', '?')} worker processes, best of "
-        f"{s.get('repeat', '?')}"
-    )
-    if "unavailable" in s:
-        return f"{_title('dask', markdown)}\n{s['unavailable']}"
-    results = s["results"]
-    short = {k: v.format(slots=s["slots"]) for k, v in DASK_SHORT.items()}
-    keys = list(results)
-    others = [k for k in keys if k != DASK_POOL] if DASK_POOL in results else []
-    nl = "\n\n" if markdown else "\n"
-    parts = []
-    for stat, what in (("min", "best of k"), ("median", "median")):
-        headers = ["work ms", "rounds x jobs"]
-        headers += [short.get(k, k) for k in keys]
-        if stat == "min":
-            headers += [f"{short.get(k, k)} / dask" for k in others]
-        rows = []
-        for i, size in enumerate(s["sizes"]):
-            row: list[object] = [
-                f"{size['work_ms']:g}",
-                f"{size['rounds']} x {size['per_round']}",
-            ]
-            row += [results[k]["ms_per_job"][i][stat] for k in keys]
-            if stat == "min":
-                row += [f"{s['ratios'][i][k]:.2f}x" for k in others]
-            rows.append(row)
-        parts.append(
-            f"ms per job, {what}:{nl}{table(headers, rows, markdown=markdown)}"
-        )
-    legend = (
-        "serial = a plain loop in this process; process = bulkhead "
-        'kind="process" pool; dask = bulkhead kind="dask" pool on its own '
-        f"LocalCluster; dask {s['slots']} slots = a dask pool of {s['slots']} "
-        "slots on the map+wait cluster (dask_client=); map+wait = "
-        "distributed client.map + wait per round. Pools and clusters have "
-        f"{s['workers']} single-threaded worker processes. work ms = one job's "
-        "time when called in this process; ms per job = the rounds' time / "
-        "their jobs; ratios = contender time / dask pool time (>1: the dask "
-        "pool is faster)"
-    )
-    parts.append(legend)
-    parts.append(_dask_crossover(s, short, markdown))
-    if s.get("skipped"):
-        parts.append("not installed, skipped: " + ", ".join(s["skipped"]))
-    return _title(title, markdown) + "\n" + nl.join(parts)
-
-
-def _dask_crossover(s: dict[str, Any], short: dict[str, str], markdown: bool) -> str:
-    largest = f"{s['sizes'][-1]['work_ms']:g} ms"
-
-    def at(value: float | None) -> str:
-        if value is None:
-            return f"not up to {largest}"
-        return f"from {value:g} ms jobs on"
-
-    def near_raw(point: dict[str, Any]) -> str:
-        if "close_to_raw_ms" not in point:
-            return ""
-        text = at(point["close_to_raw_ms"])
-        estimate = point.get("close_to_raw_estimate_ms")
-        if estimate is not None:
-            text += f" (~{estimate:.0f} ms, extrapolated)"
-        return text
-
-    rows = [
-        [short.get(key, key), at(point["faster_than_serial_ms"]), near_raw(point)]
-        for key, point in s["crossover"].items()
-    ]
-    close = f"within {(s['close_to_raw'] - 1) * 100:.0f}% of map+wait"
-    headers = ["crossover (best of k)", "faster than serial", close]
-    return table(headers, rows, markdown=markdown)
-
-
-def _service(data: dict[str, Any], markdown: bool) -> str:
-    s = data["service"]
-    if "unavailable" in s:
-        return f"{_title('service', markdown)}\n{s['unavailable']}"
-    title = (
-        f"service: {s['submissions']:,} POST /jobs from {s['clients']} concurrent "
-        f"clients, real servers on 127.0.0.1, best of {s['repeat']}"
-    )
-    headers = [
-        "server",
-        "submissions/s",
-        "median run /s",
-        "p50 ms",
-        "p99 ms",
-        "answers",
-        "time / journal on",
-    ]
-    rows = [
-        [
-            r["label"],
-            r["per_second"],
-            r["per_second_median"],
-            r["p50_ms"],
-            r["p99_ms"],
-            ", ".join(f"{n:,} x {status}" for status, n in r["statuses"].items()),
-            f"{s['ratios'][key]:.2f}x",
-        ]
-        for key, r in s["results"].items()
-    ]
-    legend = (
-        f"pools {s['pools']}; the job is examples/service_jobs.py's add (high "
-        "pool); every server logs a JSON line per job to a file. p50/p99: "
-        "latency of one POST /jobs in the best run; time / journal on > 1: "
-        "slower than bulkhead serve with its journal"
-    )
-    nl = "\n\n" if markdown else "\n"
-    return (
-        _title(title, markdown)
-        + "\n"
-        + table(headers, rows, markdown=markdown)
-        + nl
-        + legend
     )

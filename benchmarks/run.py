@@ -22,7 +22,11 @@ Alternatives that are not dependencies of bulkhead (anyio, aiometer, aiojobs)
 come with the ``bench`` extra; a missing one is skipped and named in the report.
 The ``dask`` scenario needs ``distributed`` (the ``dask`` extra, which ``make
 bench`` installs); without it the scenario is skipped, with a line that says so.
-The ``service`` scenario likewise needs the ``service`` extra and httpx.
+The job service is measured apart, by ``benchmarks/service.py``.
+
+Each scenario is a module of its own (``throughput.py``, ``rounds.py``,
+``isolation.py``, ``memory.py``, ``scaling.py``, ``dask_pools.py``) with its
+settings, its run, its goals and its report; ``_scenarios.py`` lists them.
 """
 
 from __future__ import annotations
@@ -47,37 +51,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUTPUT = HERE / "results" / "latest.json"
-SCENARIOS = (
-    "throughput",
-    "rounds",
-    "isolation",
-    "memory",
-    "scaling",
-    "dask",
-    "service",
-)
-SMOKE: dict[str, Any] = {
-    "repeat": 1,
-    "jobs": 200,
-    "rounds": 3,
-    "per_round": 32,
-    "flood": 20,
-    "probes": 5,
-    "isolation_repeat": 1,
-    "memory_traced_jobs": 400,
-    "memory_jobs": 400,
-    "scaling_jobs": 100,
-    "scaling_pools": (1, 8),
-    "scaling_workers": (1, 64),
-    "scaling_repeat": 1,
-    "dask_work_ms": (0.1, 1),
-    "dask_slots": 4,
-    "dask_per_round": 4,
-    "dask_max_rounds": 1,
-    "service_submissions": 40,
-    "service_clients": 4,
-}
-"""What ``--smoke`` changes in the ``--quick`` settings."""
+SCENARIOS = ("throughput", "rounds", "isolation", "memory", "scaling", "dask")
+"""Every scenario, in report order (``_scenarios.SCENARIOS`` holds them)."""
 
 
 def _import_bulkhead_cases() -> ModuleType | None:
@@ -170,14 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
 
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
-    if args.smoke:
-        settings = dataclasses.replace(_scenarios.QUICK, **SMOKE)
-    else:
-        settings = _scenarios.QUICK if args.quick else _scenarios.FULL
-    if args.repeat is not None:
-        settings = dataclasses.replace(settings, repeat=args.repeat)
-    if args.memory_jobs is not None:
-        settings = dataclasses.replace(settings, memory_jobs=args.memory_jobs)
+    settings: dict[str, Any] = {}
+    for name in only:
+        scenario = _scenarios.SCENARIOS[name]
+        chosen = {"smoke": scenario.SMOKE, "quick": scenario.QUICK}.get(
+            profile, scenario.FULL
+        )
+        fields = {f.name for f in dataclasses.fields(chosen)}
+        if args.repeat is not None and "repeat" in fields:
+            chosen = dataclasses.replace(chosen, repeat=args.repeat)
+        if args.memory_jobs is not None and "memory_jobs" in fields:
+            chosen = dataclasses.replace(chosen, memory_jobs=args.memory_jobs)
+        settings[name] = chosen
 
     notes: list[str] = []
     cases = _import_bulkhead_cases()
@@ -190,23 +169,27 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         notes.append("bulkhead not importable: alternatives only")
-    if "memory" in only and settings.memory_traced_jobs < 1_000_000:
+    memory = settings.get("memory")
+    if memory is not None and memory.memory_traced_jobs < 1_000_000:
         notes.append(
-            f"memory: {settings.memory_traced_jobs:,} jobs under tracemalloc and "
-            f"{settings.memory_jobs:,} untraced (issue 6 asks 1,000,000; "
+            f"memory: {memory.memory_traced_jobs:,} jobs under tracemalloc and "
+            f"{memory.memory_jobs:,} untraced (issue 6 asks 1,000,000; "
             "tracemalloc at 1M alone would take ~60 s of the 3-minute budget)"
         )
 
     load_before = _loadavg()
     started = time.perf_counter()
     data: dict[str, Any] = {}
+    targets: list[dict[str, Any]] = []
     for name in SCENARIOS:
         if name in only:
             log(f"{name} ...")
-            data[name] = getattr(_scenarios, f"run_{name}")(settings, cases)
-    data["targets"] = _scenarios.targets(data)
+            scenario = _scenarios.SCENARIOS[name]
+            data[name] = scenario.run(settings[name], cases)
+            targets += scenario.goals(data[name])
+    data["targets"] = targets
     data["meta"] = {
-        "quick": settings.quick,
+        "quick": profile != "full",
         "profile": profile,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
@@ -214,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "versions": _versions(),
-        "settings": dataclasses.asdict(settings),
+        "settings": {name: dataclasses.asdict(v) for name, v in settings.items()},
         "wall_seconds": time.perf_counter() - started,
         # another busy process skews every figure: the report shows these
         "loadavg_1min": {"before": load_before, "after": _loadavg()},
@@ -225,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     output = args.output
     if output is None:
-        if settings.quick:
+        if profile != "full":
             output = Path(tempfile.gettempdir()) / f"bulkhead-bench-{profile}.json"
         elif set(only) == set(SCENARIOS):
             output = DEFAULT_OUTPUT

@@ -56,7 +56,7 @@ napoleon_use_rtype = False
 
 EXTERNAL = (
     r"(trio|trio_parallel|outcome|attrs?|exceptiongroup"
-    r"|collections\.abc|typing|contextvars|functools|math|signal|os)"
+    r"|collections\.abc|typing|contextvars|datetime|functools|math|signal|os)"
 )
 
 if os.environ.get("BULKHEAD_DOCS_INTERSPHINX") == "1":
@@ -133,3 +133,27 @@ def _merge_private_attribute_docs() -> None:
 
 
 _merge_private_attribute_docs()
+
+
+def _attribute_docstrings_are_prose() -> None:
+    """Render attribute docstrings as written.
+
+    Napoleon reads the first line of an attribute's docstring as
+    ``type: description`` when it has a colon, so ``"Default of
+    :meth:`Dispatcher.dispatch`'s ``max_wait``: seconds..."`` rendered as
+    "Type: Default of ..." and every ``Hooks`` field (``"``on_started(job)``:
+    ..."``) lost its signature to a type line. Ours are prose; the type is
+    the field's annotation, which autodoc shows already.
+    """
+    from sphinx.ext.napoleon.docstring import GoogleDocstring
+
+    def parse_attribute_docstring(self: GoogleDocstring) -> list[str]:
+        lines: list[str] = self._consume_to_end()
+        return lines
+
+    GoogleDocstring._parse_attribute_docstring = (  # type: ignore[method-assign]
+        parse_attribute_docstring
+    )
+
+
+_attribute_docstrings_are_prose()

@@ -82,35 +82,6 @@ async def accept_requests(d: bulkhead.Dispatcher, config: Config) -> None:
         await trio.sleep(config.interval)  # the next request arrives later
 
 
-async def shutdown_on_signal(
-    d: bulkhead.Dispatcher,
-    grace_period: float,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Wait for SIGINT or SIGTERM, then finalize the dispatcher.
-
-    A second signal during the grace period finalizes again with no grace.
-    """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            print(f"{name}: finalizing, grace period {grace_period}s")
-            break
-        async with trio.open_nursery() as nursery:
-
-            async def hurry() -> None:
-                async for signum in signals:
-                    name = signal.Signals(signum).name
-                    print(f"{name} again: cancelling what is left")
-                    await d.finalize(grace_period=0)
-
-            nursery.start_soon(hurry)
-            await d.finalize(grace_period=grace_period)
-            nursery.cancel_scope.cancel()
-
-
 def count_tasks() -> int:
     """How many tasks this trio run has, system tasks included."""
 
@@ -131,12 +102,14 @@ async def serve(config: Config) -> bool:
     tasks_before = count_tasks()
     pools = [bulkhead.PoolConfig(WORK, config.workers, queue=config.queue)]
     async with bulkhead.open_dispatcher(pools) as d, trio.open_nursery() as nursery:
-        await nursery.start(shutdown_on_signal, d, config.grace_period)
+        # SIGINT or SIGTERM finalizes with the grace period; a second one
+        # cancels what is left at once.
+        await nursery.start(bulkhead.finalize_on_signals, d, config.grace_period)
         nursery.start_soon(accept_requests, d, config)
         # The nursery ends when both tasks are done: the producer saw
-        # DispatcherClosed and the hook saw finalize() complete. Leaving the
-        # dispatcher's block then calls finalize() again, which returns at
-        # once (it is idempotent).
+        # DispatcherClosed and the hook saw the dispatcher finalized. Leaving
+        # the dispatcher's block then calls finalize() again, which returns
+        # at once (it is idempotent) and raises any unreported failure.
     tasks_after = count_tasks()
 
     stats = d.statistics().total

@@ -28,25 +28,12 @@ class ServerProcess:
         journal: str,
         *args: str,
         env: dict[str, str] | None = None,
+        registry: str = REGISTRY,
     ) -> None:
         self.log = log
         self.journal = journal
-        command = [
-            sys.executable,
-            "-m",
-            "bulkhead",
-            "serve",
-            REGISTRY,
-            "--port",
-            "0",
-            "--journal",
-            journal,
-            *args,
-        ]
-        environment = {
-            k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")
-        }
-        environment.update(env or {})
+        command = serve_command(registry, "--port", "0", "--journal", journal, *args)
+        environment = server_env(env)
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, stdout=out, stderr=out, env=environment
@@ -70,8 +57,13 @@ class ServerProcess:
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log lines of every process that logged to this file."""
+        return self.events_of(self.log)
+
+    @staticmethod
+    def events_of(log: Path) -> list[dict[str, Any]]:
+        """The JSON log lines in ``log``."""
         events = []
-        for line in self.log.read_text().splitlines():
+        for line in log.read_text().splitlines():
             try:
                 events.append(json.loads(line))
             except ValueError:
@@ -101,6 +93,18 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+
+
+def serve_command(registry: str, *args: str) -> list[str]:
+    """``python -m bulkhead serve registry *args``."""
+    return [sys.executable, "-m", "bulkhead", "serve", registry, *args]
+
+
+def server_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without ``BULKHEAD_*``, plus ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")}
+    environment.update(env or {})
+    return environment
 
 
 def server_args(pools: str, *extra: str) -> Sequence[str]:

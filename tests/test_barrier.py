@@ -10,9 +10,9 @@ import trio
 from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 
 import bulkhead
-from bulkhead import BatchReport, PoolConfig
+from bulkhead import BatchReport, JobState, PoolConfig
 
-from ._jobs import fail, hang_until, sleep_then
+from ._jobs import fail, hang_until, noop, sleep_then
 
 
 async def test_barrier_waits_for_every_job_dispatched_before_it(
@@ -94,8 +94,8 @@ async def test_failures_are_raised_once_by_the_first_covering_barrier() -> None:
         await d.dispatch(fail, "b", priority=1)
         await d.dispatch(sleep_then, 0, priority=1)
         with pytest.RaisesGroup(
-            pytest.RaisesExc(ValueError, match=r"^a$"),
-            pytest.RaisesExc(ValueError, match=r"^b$"),
+            pytest.RaisesExc(ValueError, match=r"^a\nin bulkhead job #\d+ \(.+\)$"),
+            pytest.RaisesExc(ValueError, match=r"^b\nin bulkhead job #\d+ \(.+\)$"),
             check=lambda group: isinstance(group, bulkhead.JobsFailed),
         ) as info:
             await d.barrier()
@@ -115,7 +115,7 @@ async def test_pools_keep_running_after_a_batch_failed() -> None:
     async with bulkhead.open_dispatcher({1: 1}) as d:
         await d.dispatch(fail, "x", priority=1)
         with pytest.RaisesGroup(
-            pytest.RaisesExc(ValueError, match=r"^x$"),
+            pytest.RaisesExc(ValueError, match=r"^x\nin bulkhead job #\d+ \(.+\)$"),
             match=r"^1 of 1 jobs failed$",
             check=lambda group: isinstance(group, bulkhead.JobsFailed),
         ):
@@ -128,7 +128,7 @@ async def test_jobs_failed_survives_split_with_its_report() -> None:
     async with bulkhead.open_dispatcher({1: 1}) as d:
         await d.dispatch(fail, "x", priority=1)
         with pytest.RaisesGroup(
-            pytest.RaisesExc(ValueError, match=r"^x$"),
+            pytest.RaisesExc(ValueError, match=r"^x\nin bulkhead job #\d+ \(.+\)$"),
             match=r"^1 of 1 jobs failed$",
             check=lambda group: isinstance(group, bulkhead.JobsFailed),
         ) as info:
@@ -156,7 +156,7 @@ async def test_cancelled_barrier_claims_nothing(autojump_clock: Any) -> None:
         with trio.move_on_after(1):
             await d.barrier()
         with pytest.RaisesGroup(
-            pytest.RaisesExc(ValueError, match=r"^x$"),
+            pytest.RaisesExc(ValueError, match=r"^x\nin bulkhead job #\d+ \(.+\)$"),
             match=r"^1 of 2 jobs failed$",
             check=lambda group: isinstance(group, bulkhead.JobsFailed),
         ) as info:
@@ -254,3 +254,49 @@ async def test_barrier_runs_jobs_of_many_rounds_in_one_process(
                         functools.partial(d.dispatch, sleep_then, 0.1, priority=1)
                     )
             assert (await d.barrier()).jobs == 7
+
+
+# ------------------------------------------- which job failed, and handled ones
+
+
+async def test_each_failure_in_jobs_failed_names_its_job() -> None:
+    async with bulkhead.open_dispatcher({1: 2}) as d:
+        first = await d.dispatch(fail, "one", priority=1, name="first")
+        second = await d.dispatch(fail, "two", priority=1)
+        with pytest.raises(bulkhead.JobsFailed) as caught:
+            await d.barrier()
+    notes = sorted(getattr(exc, "__notes__", []) for exc in caught.value.exceptions)
+    assert notes == [
+        [f"in bulkhead job #{first.id} (first)"],
+        [f"in bulkhead job #{second.id} (fail)"],
+    ]
+
+
+async def test_a_failure_marked_handled_is_counted_but_not_raised_again() -> None:
+    async with bulkhead.open_dispatcher({1: 2}) as d:
+        handled = await d.dispatch(fail, "expected", priority=1)
+        with pytest.raises(ValueError, match=r"^expected$"):
+            await handled.wait()
+        handled.mark_handled()
+        handled.mark_handled()  # idempotent
+        report = await d.barrier()
+        assert (report.jobs, report.failed) == (1, 1)
+
+        other = await d.dispatch(fail, "unexpected", priority=1)
+        handled_too = await d.dispatch(fail, "expected too", priority=1)
+        with pytest.raises(ValueError, match=r"^expected too$"):
+            await handled_too.wait()
+        handled_too.mark_handled()
+        with pytest.raises(bulkhead.JobsFailed) as caught:
+            await d.barrier()
+        assert [str(e) for e in caught.value.exceptions] == ["unexpected"]
+        assert str(caught.value).startswith(
+            "1 of 2 jobs failed (1 more failed and were marked handled)"
+        )
+        assert caught.value.report.failed == 2
+        assert other.state is JobState.FAILED
+        # Already reported: marking it now changes nothing.
+        other.mark_handled()
+        succeeded = await d.dispatch(noop, priority=1)
+        succeeded.mark_handled()  # not failed: nothing to do
+        assert (await d.barrier()).failed == 0

@@ -21,8 +21,8 @@ SCENARIOS = {
     "memory",
     "scaling",
     "dask",
-    "service",
 }
+"""The service's benchmark runs apart (``benchmarks/service.py``)."""
 
 
 def test_smoke_benchmark_run_measures_every_scenario_and_writes_its_figures(

@@ -144,7 +144,9 @@ def jobs_failed(failed: str, jobs: int) -> pytest.RaisesGroup[ValueError]:
     """Expects the JobsFailed of a batch of ``jobs`` whose one failure is the
     ValueError raised by the test job named ``failed``."""
     return pytest.RaisesGroup(
-        pytest.RaisesExc(ValueError, match=rf"^{re.escape(failed)}$"),
+        pytest.RaisesExc(
+            ValueError, match=rf"^{re.escape(failed)}\nin bulkhead job #\d+ \(.+\)$"
+        ),
         match=rf"^1 of {jobs} jobs failed$",
         check=lambda group: isinstance(group, bulkhead.JobsFailed),
     )

@@ -54,6 +54,7 @@ def load(name: str) -> ModuleType:
             ],
         ),
         ("noisy_neighbour", ["--requests", "20", "--report-time", "0.05"]),
+        ("failures", []),
         ("elastic_service", ["--seconds", "6", "--burst-rate", "100"]),
         ("flaky_dependency", ["--keys", "5", "--no-retry-keys", "2"]),
         (
@@ -76,6 +77,7 @@ def test_every_example_is_exercised() -> None:
         "flaky_dependency",
         "shutdown_hook",
         "elastic_service",
+        "failures",
         "service_jobs",  # started as a server by tests/test_service.py
     }
     assert {path.stem for path in EXAMPLES.glob("*.py")} == tested

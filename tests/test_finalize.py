@@ -143,7 +143,9 @@ async def test_finalize_of_a_never_started_dispatcher_closes_it() -> None:
 async def test_finalize_raises_failures_not_yet_reported() -> None:
     async with bulkhead.open_dispatcher({1: 1}) as d:
         await d.dispatch(fail, "late", priority=1)
-        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match=r"^late$")):
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(ValueError, match=r"^late\nin bulkhead job #\d+ \(.+\)$")
+        ):
             await d.finalize()
         await d.finalize()  # reported once
 

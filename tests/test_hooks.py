@@ -191,7 +191,26 @@ async def test_hooks_with_nothing_set_cost_what_no_hooks_cost() -> None:
     """Nothing to call means nothing to do per job: not even a clock read."""
     async with bulkhead.open_dispatcher({1: 1}, hooks=Hooks()) as d:
         job = await d.dispatch(noop)
-        assert job._started_at is None
+        assert job.started_at is None
     async with bulkhead.open_dispatcher({1: 1}, hooks=Hooks(on_accepted=id)) as d:
         job = await d.dispatch(noop)
-        assert job._started_at is not None
+        assert job.started_at is not None
+
+
+async def test_named_pools_label_metrics_by_name() -> None:
+    registry = CollectorRegistry()
+    metrics = bulkhead.metrics.PrometheusMetrics(registry=registry)
+    pools = [
+        PoolConfig(10, 1, name="email"),
+        PoolConfig(bulkhead.Priority.HIGH, 1),
+        PoolConfig(7, 1),
+    ]
+    async with bulkhead.open_dispatcher(pools, hooks=metrics.hooks) as d:
+        metrics.watch(d)
+        for priority in (10, bulkhead.Priority.HIGH, 7):
+            await (await d.dispatch(noop, priority=priority)).wait()
+    found = families(registry)
+    labels = {s.labels["pool"] for s in found["bulkhead_jobs_succeeded"].samples}
+    assert labels == {"email", "high", "7"}
+    durations = found["bulkhead_job_duration_seconds"].samples
+    assert {s.labels["pool"] for s in durations} == {"email", "high", "7"}

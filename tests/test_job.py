@@ -16,7 +16,7 @@ from trio.testing import assert_checkpoints, wait_all_tasks_blocked
 import bulkhead
 from bulkhead import Job, JobCancelled, JobState, PoolConfig, Retry
 
-from ._jobs import fail, hang_until, noop, ret
+from ._jobs import fail, hang_until, noop, ret, sleep_then
 
 
 def state(job: Job[Any]) -> JobState:
@@ -498,3 +498,41 @@ async def test_hooks_find_the_callers_record_through_the_tag() -> None:
         await d.dispatch(fail, "boom", priority=1, retry=retry, tag="mine")
         await d.barrier()
     assert seen == [("started", "mine"), ("retried", "mine"), ("finished", "mine")]
+
+
+# --------------------------------------------------------------------- timings
+
+
+def times(job: Job[Any]) -> tuple[float | None, float | None, float | None]:
+    """A job's timings, read afresh (mypy would keep them narrowed)."""
+    return job.accepted_at, job.started_at, job.finished_at
+
+
+async def test_timings_are_on_trios_clock_and_none_until_then(
+    autojump_clock: Any,
+) -> None:
+    release = trio.Event()
+    async with bulkhead.open_dispatcher([PoolConfig(1, 1, queue=1)], timings=True) as d:
+        t0 = trio.current_time()
+        running = await d.dispatch(hang_until, release, priority=1)
+        await trio.sleep(2)
+        queued = await d.dispatch(sleep_then, 3.0, priority=1)
+        assert times(running) == (t0, t0, None)
+        assert times(queued) == (t0 + 2, None, None)
+        await trio.sleep(1)
+        release.set()
+        await d.barrier()
+        assert times(running) == (t0, t0, t0 + 3)
+        assert times(queued) == (t0 + 2, t0 + 3, t0 + 6)
+
+
+async def test_jobs_are_not_timed_unless_asked() -> None:
+    async with bulkhead.open_dispatcher({1: 1}) as d:
+        job = await d.dispatch(noop, priority=1)
+        await job.wait()
+        assert times(job) == (None, None, None)
+
+
+async def test_timings_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match=r"^timings must be a bool, got 1$"):
+        bulkhead.Dispatcher({1: 1}, timings=1)  # type: ignore[arg-type]

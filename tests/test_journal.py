@@ -29,16 +29,22 @@ from bulkhead.service._journal import (
     Release,
     State,
 )
+from bulkhead.service._postgres import PostgresJournal
 from bulkhead.service._sqlite import SQLiteJournal
+
+from ._postgres_server import postgres  # noqa: F401 (a fixture journal_factory asks for)
 
 Factory = Callable[[], Journal]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 def journal_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
     """Makes journals on one store: each call a new handle on the same one."""
     if request.param == "memory":
         return lambda: SQLiteJournal(":memory:")
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").database()
+        return lambda: PostgresJournal(url)
     return lambda: SQLiteJournal(str(tmp_path / "journal.sqlite3"))
 
 

@@ -211,7 +211,9 @@ async def test_failures_nobody_reports_keep_memory_flat() -> None:
 
 async def test_keep_failures_sets_how_many_a_barrier_raises() -> None:
     with pytest.RaisesGroup(
-        pytest.RaisesExc(ValueError, match=r"^job 0 failed$"),
+        pytest.RaisesExc(
+            ValueError, match=r"^job 0 failed\nin bulkhead job #\d+ \(.+\)$"
+        ),
         match=(
             r"^3 of 3 jobs failed; the first 1 are in this group, "
             r"the other 2 only in their Job handles \(keep_failures\)$"

@@ -329,6 +329,7 @@ class MPool:
         # has ended; from finalize on, workers exit when nothing is left to run.
         alive = busy if closed else max(self.size, busy)
         return PoolStatistics(
+            name=str(self.spec.priority),
             workers=self.size,
             current_workers=alive,
             limit=self.size,
@@ -982,7 +983,8 @@ def check(model: Model, h: Harness) -> None:
         assert s.current_workers <= max(s.workers, s.busy), f"pool {priority}"
         if s.idle and not s.paused:
             assert s.queued == s.waiting_dispatchers == 0, f"pool {priority} idles"
-    for field in attrs.fields(PoolStatistics):
+    assert stats.total.name == "total"
+    for field in attrs.fields(PoolStatistics)[1:]:  # every field but the name
         parts = [getattr(s, field.name) for s in stats.pools.values()]
         total = any(parts) if field.name == "paused" else sum(parts)
         assert getattr(stats.total, field.name) == total, field.name

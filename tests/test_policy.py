@@ -573,7 +573,9 @@ async def test_a_pool_record_policy_overrides_the_dispatchers_raise() -> None:
         await d.dispatch(fail, "raised", priority=1)
         recorded = await d.dispatch(fail, "recorded", priority=2)
         with pytest.RaisesGroup(
-            pytest.RaisesExc(ValueError, match=r"^raised$"),
+            pytest.RaisesExc(
+                ValueError, match=r"^raised\nin bulkhead job #\d+ \(.+\)$"
+            ),
             check=lambda group: (
                 isinstance(group, JobsFailed) and group.report.failed == 2
             ),
@@ -593,7 +595,9 @@ async def test_a_pool_raise_policy_overrides_the_dispatchers_record() -> None:
         assert (await d.barrier()).failed == 1
         await d.dispatch(fail, "raised", priority=1)
         await d.dispatch(fail, "recorded", priority=2)
-        with pytest.RaisesGroup(pytest.RaisesExc(ValueError, match=r"^raised$")):
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(ValueError, match=r"^raised\nin bulkhead job #\d+ \(.+\)$")
+        ):
             await d.barrier()
 
 

@@ -336,7 +336,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "boolean priority",
         {"type": "add", "priority": True},
         422,
-        "priority: Value error, give low, normal, high, urgent or a pool number",
+        "priority: give low, normal, high, urgent or a pool number",
     ),
 ]
 
@@ -1038,3 +1038,46 @@ def test_finished_jobs_are_pruned_to_keep_results(tmp_path: Path) -> None:
             assert c.get(f"/jobs/{ids[0]}").status_code == 404
     finally:
         assert server.stop() == 0
+
+
+def test_the_go_services_query_form_submits_a_job(client: httpx.Client) -> None:
+    response = client.post("/jobs", params={"type": "sleep", "priority": "high"})
+    assert response.status_code == 422  # sleep needs its seconds
+    assert response.json()["fields"] == [
+        {"field": "args.seconds", "message": "Field required"}
+    ]
+    registry_has_defaults = client.post(
+        "/jobs", params={"type": "digest"}, json={"type": "digest"}
+    )
+    assert registry_has_defaults.status_code == 422  # a body and a query: which?
+    assert registry_has_defaults.json()["fields"][0]["message"] == (
+        "give the job in the body or in the query string (type=, priority=), not both"
+    )
+
+
+async def test_the_go_form_runs_a_job_whose_arguments_all_have_defaults() -> None:
+    registry = JobRegistry()
+
+    @registry.job(priority="high")
+    async def ping(word: str = "pong") -> str:
+        return word
+
+    config = ServiceConfig.load({"pools": "high=1", "journal": ":memory:"}, {})
+    service = Service(config, registry)
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with (
+        trio.open_nursery() as nursery,
+        httpx.AsyncClient(transport=transport, base_url="http://test") as c,
+    ):
+        await nursery.start(service.run)
+        response = await c.post("/jobs", params={"type": "ping", "priority": "high"})
+        assert response.status_code == 202, response.text
+        id = response.json()["id"]
+        with trio.fail_after(10):
+            for _ in range(1000):  # polling another thread's journal writes
+                view = (await c.get(f"/jobs/{id}")).json()
+                if view["state"] == "succeeded":
+                    break
+                await trio.sleep(0.01)
+        assert (view["result"], view["priority"]) == ("pong", 3)
+        service.stop()

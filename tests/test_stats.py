@@ -47,7 +47,8 @@ def check_invariants(d: Dispatcher, *, running: bool = True) -> DispatcherStatis
         # A job waits in a pool's queue only while none of its workers is idle.
         for priority, pool in stats.pools.items():
             assert not (pool.queued and pool.idle), (priority, pool)
-    for field in attrs.fields(PoolStatistics):
+    assert stats.total.name == "total"
+    for field in attrs.fields(PoolStatistics)[1:]:  # every field but the name
         parts = sum(getattr(pool, field.name) for pool in stats.pools.values())
         assert getattr(stats.total, field.name) == parts, field.name
     return stats
@@ -109,6 +110,7 @@ async def test_total_sums_every_field_of_every_pool(autojump_clock: Any) -> None
         await trio.sleep(2)
         stats = check_invariants(d)
         assert stats.total == PoolStatistics(
+            name="total",
             workers=6,
             current_workers=6,
             limit=6,
@@ -319,3 +321,41 @@ async def test_dispatcher_repr_in_every_state() -> None:
         assert re.match(pattern("closing", closing), repr(d))
         release.set()
     assert re.match(pattern("closed", idle), repr(d))
+
+
+# ----------------------------------------------------------------- named pools
+
+
+async def test_a_pool_is_named_everywhere_by_its_name_or_its_enum_member() -> None:
+    from ._jobs import live_bulkhead_tasks
+
+    pools = [PoolConfig(10, 1, name="email"), PoolConfig(bulkhead.Priority.LOW, 2)]
+    async with bulkhead.open_dispatcher(pools) as d:
+        stats = d.statistics()
+        assert (stats.pools[10].name, stats.pools[1].name) == ("email", "low")
+        assert stats.total.name == "total"
+        assert "email: 0/1 busy" in repr(d)
+        assert "low: 0/2 busy" in repr(d)
+        assert repr(d._pools[10]).startswith("<bulkhead pool email: ")
+        assert sorted(live_bulkhead_tasks()) == [
+            "bulkhead worker email#0",
+            "bulkhead worker low#0",
+            "bulkhead worker low#1",
+        ]
+        job = await d.dispatch(noop, priority=10)
+        assert job.pool_name == "email"
+    async with bulkhead.open_dispatcher({3: 1}) as d:
+        assert d.statistics().pools[3].name == "3"
+
+
+def test_pool_names_are_checked() -> None:
+    with pytest.raises(TypeError, match=r"^name must be a str or None, got 3$"):
+        PoolConfig(1, 1, name=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^name must be a non-empty str, got ' '$"):
+        PoolConfig(1, 1, name=" ")
+    with pytest.raises(
+        ValueError, match=r"^two pools are named 'high': give each pool its own name$"
+    ):
+        bulkhead.Dispatcher(
+            [PoolConfig(1, 1, name="high"), PoolConfig(bulkhead.Priority.HIGH, 1)]
+        )

@@ -78,6 +78,7 @@ async def test_each_started_job_has_a_span_under_the_span_it_was_dispatched_in(
     assert dict(ok_span.attributes or {}) == {
         "bulkhead.job.id": ok.id,
         "bulkhead.job.priority": 1,
+        "bulkhead.job.pool": "1",
         "bulkhead.job.attempts": 1,
         "bulkhead.job.state": "succeeded",
     }

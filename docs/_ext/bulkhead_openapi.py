@@ -274,6 +274,8 @@ class ServiceApiRenderer(HttpdomainOldRenderer):
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the hook and the ``openapi-service`` directive."""
     app.setup_extension("sphinxcontrib.openapi")
+    # The table of options (service.rst), kept in its own module.
+    app.setup_extension("bulkhead_options")
     app.add_directive(
         "openapi-service", create_directive_from_renderer(ServiceApiRenderer)
     )

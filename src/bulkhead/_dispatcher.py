@@ -1,38 +1,36 @@
-"""The dispatcher: pools under one nursery, barrier epochs, and finalize.
+"""The dispatcher: the public face of a set of pools under one nursery.
 
-Barrier epochs: every accepted job belongs to the epoch its pool was in when
-the job was accepted. A barrier closes the current epoch of each pool it
-covers (new jobs go to the next one) and waits until every job of the closed
-epochs has ended, so it never starves under continuous dispatch. Each pool
-tallies its jobs per epoch in a ``_Batch``; the first covering barrier or
-finalize to complete removes those batches and reports them, so each job is
-counted, and its failure raised, once. Epochs are per pool so that barriers on
-one pool never split, and pile up, the batches of another.
+As trio's ``Runner`` holds small parts, a :class:`Dispatcher` holds its
+pools (:mod:`._pool`: hand-off, queue, workers, each with its capacity,
+epochs and attempts) and one :class:`~._lifetime._Lifetime` (spawning,
+counting and tearing down every task). What is left here is what a caller
+sees: the three dispatch paths, the runtime controls, barriers, finalize and
+statistics. Barrier epochs and reports are in :mod:`._batch`.
 """
 
 from __future__ import annotations
 
 import contextvars
 import itertools
-import math
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
     Mapping,
-    Sequence,
 )
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 import attrs
 import trio
 
-from ._errors import DispatcherClosed, JobsFailed, UnknownPriority
+from ._batch import report
+from ._errors import JobsFailed
 from ._hooks import Hooks
-from ._job import RUNNING_JOB, Job
+from ._job import Job
+from ._lifetime import _Lifetime
 from ._policy import (
     OnError,
     PoolConfig,
@@ -43,7 +41,8 @@ from ._policy import (
     check_seconds,
 )
 from ._pool import _Pool
-from ._stats import BatchReport, DispatcherStatistics, PoolStatistics, _Batch
+from ._routing import _Routing, argument_tuples, pool_configs
+from ._stats import BatchReport, DispatcherStatistics, PoolStatistics
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -51,76 +50,15 @@ if TYPE_CHECKING:
     _Args = TypeVarTuple("_Args")
     """The job function's positional arguments, typed as trio types start_soon."""
 
-_State = Literal["new", "open", "closing", "closed"]
-
 _R = TypeVar("_R")
 """What the job's function returns, so ``Job[_R].wait()`` is typed."""
 
 _P = TypeVar("_P", bound=int)
 """A priority type: ``int`` or an ``IntEnum`` (mapping keys are invariant)."""
 
-_FINALIZED = "finalize() has begun; dispatch before finalizing"
 
 _job_ids = itertools.count(1)
 """Job ids, unique within the process so logs of several dispatchers never clash."""
-
-
-def _no_op() -> None:
-    pass
-
-
-def _argument_tuples(args: object) -> list[tuple[Any, ...]]:
-    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-        raise TypeError(
-            "dispatch_many() takes an iterable of argument tuples, one per job; "
-            f"got {args!r}"
-        )
-    rounds = list(args)
-    for index, item in enumerate(rounds):
-        if not isinstance(item, tuple):
-            raise TypeError(
-                "dispatch_many() takes an iterable of argument tuples, one per "
-                f"job; item {index} is {item!r}: wrap a single argument as "
-                f"({item!r},)"
-            )
-    return rounds
-
-
-def _pool_configs(pools: object) -> list[PoolConfig]:
-    if isinstance(pools, Mapping):
-        configs = []
-        for priority, workers in pools.items():
-            if isinstance(workers, PoolConfig):
-                raise TypeError(
-                    "pools must map priority -> workers, or be an iterable of "
-                    f"PoolConfig; got a PoolConfig as the value for {priority!r}: "
-                    "pass [PoolConfig(...), ...] instead"
-                )
-            configs.append(PoolConfig(priority, workers))
-    elif isinstance(pools, Iterable) and not isinstance(pools, (str, bytes)):
-        configs = list(pools)
-        for config in configs:
-            if not isinstance(config, PoolConfig):
-                raise TypeError(
-                    "pools must be a mapping {priority: workers} or an iterable of "
-                    f"bulkhead.PoolConfig, got an item {config!r}"
-                )
-    else:
-        raise TypeError(
-            "pools must be a mapping {priority: workers} or an iterable of "
-            f"bulkhead.PoolConfig, got {pools!r}"
-        )
-    if not configs:
-        raise ValueError("pools is empty: configure at least one pool")
-    seen: set[int] = set()
-    for config in configs:
-        if config.priority in seen:
-            raise ValueError(
-                f"priority {config.priority!r} is configured twice: "
-                "each priority names exactly one pool"
-            )
-        seen.add(config.priority)
-    return configs
 
 
 @final
@@ -148,6 +86,10 @@ class Dispatcher:
         batch for :exc:`JobsFailed`; further failures are counted in its
         message and report and stay in their :class:`Job` handles, so a
         long-running dispatcher that never calls :meth:`barrier` stays flat.
+      timings: record each job's :attr:`~Job.accepted_at`,
+        :attr:`~Job.started_at` and :attr:`~Job.finished_at` on trio's clock.
+        Off by default: three clock reads per job cost about 1 % of a trivial
+        dispatch. Hooks and an :class:`AdaptiveLimit` time jobs anyway.
 
     Raises:
       TypeError: for a pool configuration or option of the wrong type.
@@ -157,15 +99,8 @@ class Dispatcher:
     """
 
     _pools: dict[int, _Pool]
-    _default_priority: int | None
-    _state: _State
-    _nursery: trio.Nursery | None
-    _ready: trio.Event
-    _unready: int
-    _live_tasks: int
-    _spawning: bool
-    _torn_down: trio.Event
-    _grace_scope: trio.CancelScope | None
+    _routing: _Routing
+    _lifetime: _Lifetime
 
     def __init__(
         self,
@@ -175,39 +110,31 @@ class Dispatcher:
         on_error: OnError = "raise",
         keep_failures: int = 100,
         hooks: Hooks | None = None,
+        timings: bool = False,
     ) -> None:
         on_error = check_on_error(on_error)
         check_count(keep_failures, "keep_failures", minimum=1)
+        if not isinstance(timings, bool):
+            raise TypeError(f"timings must be a bool, got {timings!r}")
         if hooks is not None and not isinstance(hooks, Hooks):
             raise TypeError(f"hooks must be a bulkhead.Hooks or None, got {hooks!r}")
         if hooks is not None and not any(attrs.astuple(hooks)):
             hooks = None  # nothing set: nothing to call, nothing to time
-        configs = _pool_configs(pools)
+        configs = pool_configs(pools)
         self._pools = {
             config.priority: _Pool(
                 config,
                 on_error if config.on_error is None else config.on_error,
                 keep_failures,
-                self,
-                self._abort,
-                self._crash_with,
+                (self, config.priority),
+                self._crash,
                 hooks,
+                timings,
             )
             for config in configs
         }
-        if default_priority is not None:
-            self._pool(check_priority(default_priority, "default_priority"))
-        elif len(configs) == 1:  # the one pool needs no naming
-            default_priority = configs[0].priority
-        self._default_priority = default_priority
-        self._state = "new"
-        self._nursery = None
-        self._ready = trio.Event()
-        self._unready = sum(config.workers for config in configs)
-        self._live_tasks = 0
-        self._spawning = False
-        self._torn_down = trio.Event()
-        self._grace_scope = None
+        self._routing = _Routing.of(self._pools, default_priority)
+        self._lifetime = _Lifetime(self._pools, self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -223,140 +150,15 @@ class Dispatcher:
         Raises:
           RuntimeError: if this dispatcher was already started or finalized.
         """
-        self._check_new()
+        self._lifetime.check_new()
         async with trio.open_nursery() as nursery:
-            await self._start(nursery)
+            await self._lifetime.start(nursery)
             task_status.started()
 
-    def _check_new(self) -> None:
-        if self._state != "new":
-            raise RuntimeError(
-                f"this Dispatcher is {self._state}: a Dispatcher runs once; "
-                "create a new one"
-            )
-
-    async def _start(self, nursery: trio.Nursery) -> None:
-        self._check_new()
-        self._state = "open"
-        self._nursery = nursery
-        # Tasks are counted as they are spawned (each one's first step is
-        # inside its try/finally), so a startup cancelled half-way still
-        # tears down to zero and a later finalize() returns.
-        self._spawning = True
-        try:
-            for pool in self._pools.values():
-                resources = pool.kind.open()
-                if resources is not None:
-                    self._live_tasks += 1
-                    await nursery.start(
-                        self._hold_resources,
-                        pool,
-                        resources,
-                        name=f"bulkhead pool {pool.config.priority} resources",
-                    )
-            for pool in self._pools.values():
-                self._spawn_workers(pool, pool.config.workers, self._worker_ready)
-        finally:
-            self._spawning = False
-            if not self._live_tasks:
-                self._tore_down()
-        await self._ready.wait()
-        # Woken by the last worker, but cancelled since: the workers are dying,
-        # so do not hand out a dispatcher that cannot take a job.
-        await trio.lowlevel.checkpoint_if_cancelled()
-
-    async def _hold_resources(
-        self,
-        pool: _Pool,
-        resources: AbstractAsyncContextManager[None],
-        *,
-        task_status: trio.TaskStatus[None],
-    ) -> None:
-        """Hold what the pool's kind needs (worker processes, a cluster
-        client) open until every worker of the pool has exited."""
-        try:
-            async with resources:
-                task_status.started()
-                await pool.workers_exited.wait()
-        finally:
-            self._task_exited()
-
-    def _worker_ready(self) -> None:
-        self._unready -= 1
-        if not self._unready:
-            self._ready.set()
-
-    def _spawn_workers(
-        self, pool: _Pool, count: int, ready: Callable[[], None]
-    ) -> None:
-        assert self._nursery is not None
-        for _ in range(count):
-            self._live_tasks += 1
-            pool.live_workers += 1
-            pool.spawned += 1
-            self._nursery.start_soon(
-                self._worker,
-                pool,
-                ready,
-                name=f"bulkhead worker {pool.config.priority}#{pool.spawned - 1}",
-            )
-
-    async def _worker(self, pool: _Pool, ready: Callable[[], None]) -> None:
-        try:
-            await pool.work(ready)
-        finally:
-            self._task_exited()
-
-    def _crash_with(self, error: Exception) -> None:
-        """Crash the dispatcher with ``error`` as if a task of it had raised it."""
-
-        async def crash() -> None:
-            raise error
-
-        assert self._nursery is not None
-        self._nursery.start_soon(crash, name="bulkhead crash")
-
-    def _task_exited(self) -> None:
-        self._live_tasks -= 1
-        if not self._live_tasks and not self._spawning:
-            self._tore_down()
-
-    def _tore_down(self) -> None:
-        self._state = "closed"
-        self._torn_down.set()
-
-    @trio.lowlevel.enable_ki_protection
-    def _close_intake(self, reason: str) -> None:
-        if self._state == "open":
-            self._state = "closing"
-        for pool in self._pools.values():
-            pool.close(reason)
-            pool.stop()
-
-    @trio.lowlevel.enable_ki_protection
-    def _abort(self) -> None:
-        """Tear everything down now: an exception left the body or a worker."""
-        self._close_intake(
-            "it was torn down by an exception or a cancellation; open a new dispatcher"
-        )
-        for pool in self._pools.values():
-            pool.expire()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+    def _crash(self, error: BaseException) -> None:
+        self._lifetime.crash(error)
 
     # -------------------------------------------------------------- control
-
-    def _check_open(self, what: str) -> None:
-        if self._state == "new":
-            raise RuntimeError(
-                f"this Dispatcher is not running yet: {what}() works on a running "
-                "dispatcher"
-            )
-        if self._state != "open":
-            raise DispatcherClosed(
-                f"{what}() on a dispatcher that is {self._state}: finalize() has "
-                "begun or the dispatcher was torn down"
-            )
 
     @trio.lowlevel.enable_ki_protection
     def resize(self, priority: int, workers: int) -> None:
@@ -379,10 +181,11 @@ class Dispatcher:
           DispatcherClosed: once :meth:`finalize` has begun.
           RuntimeError: if the dispatcher has not been started.
         """
-        pool = self._pool(check_priority(priority))
+        pool = self._routing.pool(check_priority(priority))
         check_count(workers, "workers", minimum=1)
-        self._check_open("resize")
-        self._spawn_workers(pool, pool.resize(workers), _no_op)
+        self._lifetime.check_open("resize")
+        lifetime = self._lifetime
+        lifetime.spawn_workers(pool, pool.resize(workers, lifetime.live_workers(pool)))
 
     @trio.lowlevel.enable_ki_protection
     def pause(self, priority: int | None = None) -> None:
@@ -399,8 +202,8 @@ class Dispatcher:
           DispatcherClosed: once :meth:`finalize` has begun.
           RuntimeError: if the dispatcher has not been started.
         """
-        pools = self._covered_pools(priority)
-        self._check_open("pause")
+        pools = self._routing.covered(priority)
+        self._lifetime.check_open("pause")
         for pool in pools:
             pool.set_paused(True)
 
@@ -415,92 +218,12 @@ class Dispatcher:
           DispatcherClosed: once :meth:`finalize` has begun (it resumed them).
           RuntimeError: if the dispatcher has not been started.
         """
-        pools = self._covered_pools(priority)
-        self._check_open("resume")
+        pools = self._routing.covered(priority)
+        self._lifetime.check_open("resume")
         for pool in pools:
             pool.set_paused(False)
 
     # ------------------------------------------------------------- dispatch
-
-    def _pool(self, priority: int) -> _Pool:
-        try:
-            return self._pools[priority]
-        except KeyError:
-            configured = ", ".join(repr(p) for p in self._pools)
-            raise UnknownPriority(
-                f"no pool has priority {priority!r}; "
-                f"configured priorities: {configured}"
-            ) from None
-
-    def _target(
-        self,
-        fn: Callable[..., Any],
-        priority: int | None,
-        name: str | None,
-        timeout: float | None,
-        retry: Retry | None,
-        max_wait: float | None,
-    ) -> tuple[
-        _Pool, Callable[..., Any], str, float | None, Retry | None, float | None
-    ]:
-        """Validate what a dispatch asks for; returns the pool and the job's
-        function (as the kind wraps it), name, timeout, retry and max_wait.
-        Nothing is accepted yet."""
-        if self._state == "new":
-            raise RuntimeError(
-                "this Dispatcher is not running yet: use `async with "
-                "open_dispatcher(...)` or `await nursery.start(dispatcher.run)` first"
-            )
-        if priority is None:
-            if self._default_priority is None:
-                raise TypeError(
-                    "no priority given and this dispatcher has no default_priority: "
-                    "pass priority=... or open the dispatcher with default_priority=..."
-                )
-            priority = self._default_priority
-        elif priority.__class__ is not int:
-            check_priority(priority)
-        pool = self._pools.get(priority) or self._pool(priority)
-        config = pool.config
-        checked = pool.checked_fn
-        if checked is None or checked() is not fn:
-            pool.check_function(fn)
-        wrap = pool.checked_wrap
-        if wrap is not None:  # a sync function for an async pool, say
-            fn = wrap(fn)
-        if name is None:
-            name = pool.checked_name
-        elif not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {name!r}")
-        if timeout is None:
-            timeout = config.timeout
-        elif check_seconds(timeout, "timeout") == math.inf:
-            timeout = None
-        if retry is None:
-            retry = config.retry
-        elif not isinstance(retry, Retry):
-            raise TypeError(f"retry must be a bulkhead.Retry or None, got {retry!r}")
-        if max_wait is None:
-            max_wait = config.max_wait
-        elif check_seconds(max_wait, "max_wait") == math.inf:
-            max_wait = None
-        return pool, fn, name, timeout, retry, max_wait
-
-    @staticmethod
-    async def _wait_to_place(
-        pool: _Pool, job: Job[Any], max_wait: float | None
-    ) -> None:
-        """Wait for room for ``job`` after ``try_accept`` refused it; raises
-        :exc:`PoolFull` once ``max_wait`` has run out (not accepted)."""
-        if max_wait is None:
-            await pool.wait_to_accept(job)
-            return
-        if max_wait > 0:
-            with trio.move_on_after(max_wait) as waited:
-                await pool.wait_to_accept(job)
-            if not waited.cancelled_caught:  # accepted as the time ran out
-                return
-        pool.reject(pool.full_error(max_wait))
 
     @overload
     async def dispatch(
@@ -586,7 +309,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, call, name, timeout, retry, max_wait = self._target(
+        pool, call, name, timeout, retry, max_wait = self._routing.target(
             fn, priority, name, timeout, retry, max_wait
         )
         if pool.check_arguments is not None:
@@ -613,7 +336,7 @@ class Dispatcher:
         else:
             if max_wait == 0:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-            await self._wait_to_place(pool, job, max_wait)
+            await self._routing.wait_to_place(pool, job, max_wait)
         return job
 
     @overload
@@ -668,7 +391,7 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, call, name, timeout, retry, _ = self._target(
+        pool, call, name, timeout, retry, _ = self._routing.target(
             fn, priority, name, timeout, retry, None
         )
         if pool.check_arguments is not None:
@@ -776,10 +499,10 @@ class Dispatcher:
           ValueError: for bad argument values (nothing is accepted).
           RuntimeError: if the dispatcher has not been started.
         """
-        pool, call, name, timeout, retry, max_wait = self._target(
+        pool, call, name, timeout, retry, max_wait = self._routing.target(
             fn, priority, name, timeout, retry, max_wait
         )
-        rounds = _argument_tuples(args)
+        rounds = argument_tuples(args)
         if accepted is not None and not isinstance(accepted, list):
             raise TypeError(f"accepted must be a list or None, got {accepted!r}")
         if pool.check_arguments is not None:
@@ -806,7 +529,7 @@ class Dispatcher:
                 if max_wait == 0 and not yielded:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 yielded = True
-                await self._wait_to_place(pool, job, max_wait)
+                await self._routing.wait_to_place(pool, job, max_wait)
             jobs.append(job)
             if accepted is not None:
                 accepted.append(job)
@@ -815,41 +538,6 @@ class Dispatcher:
         return jobs
 
     # -------------------------------------------------------------- barrier
-
-    def _covered_pools(self, priority: int | None) -> list[_Pool]:
-        if priority is None:
-            return list(self._pools.values())
-        return [self._pool(check_priority(priority))]
-
-    def _pool_of_running_job(self) -> int | None:
-        """The pool whose job the caller is part of, if any.
-
-        An async job (and any task it spawns) is recognised by its worker among
-        the caller's ancestors, which costs nothing per job and cannot be fooled
-        by a context inherited from another pool. A thread job calls back in
-        through a task of trio's own, so it is recognised by RUNNING_JOB, which
-        its thread's context carries.
-        """
-        task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
-        while task is not None:
-            for priority, pool in self._pools.items():
-                if task in pool.worker_tasks:
-                    return priority
-            nursery = task.parent_nursery
-            task = None if nursery is None else nursery.parent_task
-        running = RUNNING_JOB.get()
-        if running is not None and running[0] is self:
-            return running[1]
-        return None
-
-    def _refuse_self_wait(self, what: str, pools: list[_Pool]) -> None:
-        priority = self._pool_of_running_job()
-        if priority is not None and any(p.config.priority == priority for p in pools):
-            raise RuntimeError(
-                f"{what}() called from inside a job of pool {priority!r} of the "
-                f"same dispatcher would wait for that job itself; call {what}() "
-                "from the task that dispatched the jobs instead"
-            )
 
     @trio.lowlevel.enable_ki_protection
     async def barrier(self, priority: int | None = None) -> BatchReport:
@@ -872,41 +560,21 @@ class Dispatcher:
           UnknownPriority: if ``priority`` names no pool.
           RuntimeError: if called from inside a job that it would wait for.
         """
-        pools = self._covered_pools(priority)
-        self._refuse_self_wait("barrier", pools)
+        pools = self._routing.covered(priority)
+        self._lifetime.refuse_self_wait(
+            "barrier", [pool.config.priority for pool in pools]
+        )
         await trio.lowlevel.checkpoint_if_cancelled()
         started = trio.current_time()
-        cutoffs = [(pool, pool.close_epoch()) for pool in pools]
-        for pool, cutoff in cutoffs:
-            for batch in pool.pending_batches(cutoff):
+        cutoffs = [(pool.epochs, pool.epochs.close()) for pool in pools]
+        for epochs, cutoff in cutoffs:
+            for batch in epochs.pending(cutoff):
                 await batch.drained().wait()
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return self._report(cutoffs, started)
-
-    def _report(
-        self, cutoffs: Sequence[tuple[_Pool, int | None]], started: float
-    ) -> BatchReport:
-        batches: list[_Batch] = []
-        for pool, cutoff in cutoffs:
-            batches.extend(pool.claim(cutoff))
-        report = BatchReport(
-            jobs=sum(b.succeeded + b.failed + b.cancelled for b in batches),
-            succeeded=sum(b.succeeded for b in batches),
-            failed=sum(b.failed for b in batches),
-            cancelled=sum(b.cancelled for b in batches),
-            elapsed=trio.current_time() - started,
+        return report(
+            (batch for epochs, cutoff in cutoffs for batch in epochs.claim(cutoff)),
+            started,
         )
-        failures = [exc for b in batches for exc in b.failures]
-        if failures:
-            unkept = sum(b.unkept_failures for b in batches)
-            message = f"{len(failures) + unkept} of {report.jobs} jobs failed"
-            if unkept:
-                message += (
-                    f"; the first {len(failures)} are in this group, the other "
-                    f"{unkept} only in their Job handles (keep_failures)"
-                )
-            raise JobsFailed(message, failures, report)
-        return report
 
     # ------------------------------------------------------------- finalize
 
@@ -935,55 +603,39 @@ class Dispatcher:
           RuntimeError: if called from inside one of the dispatcher's jobs.
         """
         grace_period = check_seconds(grace_period, "grace_period")
-        self._refuse_self_wait("finalize", list(self._pools.values()))
+        self._lifetime.refuse_self_wait("finalize", list(self._pools))
         await trio.lowlevel.checkpoint_if_cancelled()
         started = trio.current_time()
-        if self._state == "new":
-            self._close_intake(_FINALIZED)
-            self._tore_down()
-        self._begin_teardown(grace_period)
-        await self._torn_down.wait()
-        self._report([(pool, None) for pool in self._pools.values()], started)
-
-    @trio.lowlevel.enable_ki_protection
-    def _begin_teardown(self, grace_period: float | None) -> None:
-        if grace_period == 0 and not self._torn_down.is_set():
-            # No grace: what waits is cancelled before closing resumes paused
-            # pools, so a paused pool's queue never starts either.
-            for pool in self._pools.values():
-                pool.expire()
-        self._close_intake(_FINALIZED)
-        if grace_period is None or self._torn_down.is_set():
-            return
-        deadline = trio.current_time() + grace_period
-        if self._grace_scope is None:
-            self._grace_scope = trio.CancelScope(deadline=deadline)
-            assert self._nursery is not None
-            self._nursery.start_soon(self._expire_at_deadline, self._grace_scope)
-        else:
-            self._grace_scope.deadline = min(self._grace_scope.deadline, deadline)
-
-    async def _expire_at_deadline(self, scope: trio.CancelScope) -> None:
-        with scope:
-            await self._torn_down.wait()
-        if scope.cancelled_caught:
-            for pool in self._pools.values():
-                pool.expire()
+        self._lifetime.begin_teardown(grace_period)
+        await self._lifetime.torn_down.wait()
+        report(
+            (
+                batch
+                for pool in self._pools.values()
+                for batch in pool.epochs.claim(None)
+            ),
+            started,
+        )
 
     # ----------------------------------------------------------- statistics
 
     def statistics(self) -> DispatcherStatistics:
         """Return a :class:`DispatcherStatistics` snapshot (also after finalize)."""
-        pools = {priority: pool.statistics() for priority, pool in self._pools.items()}
+        live = self._lifetime.live_workers
+        pools = {
+            priority: pool.statistics(live(pool))
+            for priority, pool in self._pools.items()
+        }
         return DispatcherStatistics(
             pools=MappingProxyType(pools),
             total=PoolStatistics._sum(pools.values()),
-            closed=self._state in ("closing", "closed"),
+            closed=self._lifetime.state in ("closing", "closed"),
         )
 
     def __repr__(self) -> str:
         pools = "; ".join(pool.describe() for pool in self._pools.values())
-        return f"<bulkhead.Dispatcher {self._state} at {id(self):#x}, pools {pools}>"
+        state = self._lifetime.state
+        return f"<bulkhead.Dispatcher {state} at {id(self):#x}, pools {pools}>"
 
 
 @asynccontextmanager
@@ -994,6 +646,7 @@ async def open_dispatcher(
     on_error: OnError = "raise",
     keep_failures: int = 100,
     hooks: Hooks | None = None,
+    timings: bool = False,
 ) -> AsyncIterator[Dispatcher]:
     """Open a :class:`Dispatcher` whose pools live in a nursery of their own.
 
@@ -1019,18 +672,19 @@ async def open_dispatcher(
         on_error=on_error,
         keep_failures=keep_failures,
         hooks=hooks,
+        timings=timings,
     )
     failure: JobsFailed | None = None
     async with trio.open_nursery() as nursery:
         try:
-            await dispatcher._start(nursery)
+            await dispatcher._lifetime.start(nursery)
             yield dispatcher
             try:
                 await dispatcher.finalize()
             except JobsFailed as exc:
                 failure = exc
         except BaseException:
-            dispatcher._abort()
+            dispatcher._lifetime.abort()
             raise
     if failure is not None:
         raise failure

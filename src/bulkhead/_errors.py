@@ -102,3 +102,15 @@ class JobsFailed(ExceptionGroup[Exception]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (JobsFailed, (self.message, list(self.exceptions), self.report))
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (which the exceptiongroup
+    backport's traceback printing reads ``__notes__`` for)."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover
+        notes = getattr(exc, "__notes__", None)
+        if notes is None:
+            exc.__notes__ = notes = []  # type: ignore[attr-defined]
+        notes.append(note)

@@ -14,7 +14,9 @@ from outcome import Error, Value
 
 from ._errors import JobCancelled
 from ._policy import Retry
-from ._stats import _Batch
+
+if TYPE_CHECKING:
+    from ._batch import _Batch
 
 _T = TypeVar("_T")
 
@@ -69,7 +71,32 @@ class JobState(enum.Enum):
     """Cancelled before it finished; it never started if it was still queued."""
 
 
+@attrs.define(eq=False)
+class _Ended:
+    """What waits for one job's end: :meth:`Job.wait` callers, and
+    :func:`as_completed`'s watchers, called once as the job ends."""
+
+    _event: trio.Event = attrs.field(factory=trio.Event)
+    _watchers: list[Callable[[], object]] | None = None
+
+    def set(self) -> None:
+        self._event.set()
+        watchers, self._watchers = self._watchers, None
+        for watcher in watchers or ():
+            watcher()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def watch(self, watcher: Callable[[], object]) -> None:
+        if self._watchers is None:
+            self._watchers = []
+        self._watchers.append(watcher)
+
+
 class _JobOwner(Protocol):
+    name: str
+
     def _withdraw(self, job: Job[Any]) -> None: ...
 
 
@@ -121,12 +148,18 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     outcome: Value[_R] | Error | None = None
     """``None`` until the job ends, then an :class:`outcome.Value` or
     :class:`outcome.Error` (``Error(JobCancelled(...))`` if cancelled)."""
-    _batch: _Batch | None = None
-    _done: trio.Event | None = None
-    _scope: trio.CancelScope | None = None
+    _done: _Ended | None = None
     _cancel_requested: bool = False
-    _started_at: float | None = None
-    """When a worker took it (trio's clock), if the pool times its jobs."""
+    # Set once needed, never in __init__ (a slot assignment per job is about
+    # 1 % of a trivial dispatch): _batch on acceptance, _scope when a worker
+    # takes the job, the times only if the dispatcher times its jobs.
+    _batch: _Batch | None = attrs.field(init=False)
+    _scope: trio.CancelScope | None = attrs.field(init=False)
+    _accepted_at: float = attrs.field(init=False)
+    _started_at: float = attrs.field(init=False)
+    _finished_at: float = attrs.field(init=False)
+    _failure_kept_in: _Batch = attrs.field(init=False)
+    """The batch whose JobsFailed will carry this job's failure, until then."""
     _abandoned_attempt: trio.Event | None = None
     """Set by a kind that abandoned the job's attempt (a thread, a Dask task):
     an event set once that attempt has really returned."""
@@ -135,6 +168,35 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
     def name(self) -> str:
         """The name given to dispatch, else the function's qualified name."""
         return self._name
+
+    @property
+    def pool_name(self) -> str:
+        """The name of the pool that runs the job (:attr:`PoolConfig.name`,
+        else its priority's), as statistics and metrics label it."""
+        return self._owner.name
+
+    @property
+    def accepted_at(self) -> float | None:
+        """When the pool accepted the job, on trio's clock
+        (:func:`trio.current_time`, so a virtual clock works in tests).
+
+        ``None`` if the dispatcher does not time its jobs: pass
+        ``timings=True`` to :func:`open_dispatcher` (hooks and an
+        :class:`AdaptiveLimit` turn timing on too)."""
+        return getattr(self, "_accepted_at", None)
+
+    @property
+    def started_at(self) -> float | None:
+        """When a worker took the job (its first attempt began), on trio's
+        clock; ``None`` until then, for a job that never started, or if jobs
+        are not timed."""
+        return getattr(self, "_started_at", None)
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the job ended, on trio's clock; ``None`` until then, or if
+        jobs are not timed."""
+        return getattr(self, "_finished_at", None)
 
     async def wait(self) -> _R:
         """Wait until the job has ended, then return its value or raise its error.
@@ -153,7 +215,7 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
         """
         if self.outcome is None:
             if self._done is None:
-                self._done = trio.Event()
+                self._done = _Ended()
             await self._done.wait()
         else:
             await trio.lowlevel.checkpoint()
@@ -161,6 +223,34 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
         if isinstance(self.outcome, Error):
             raise self.outcome.error
         return self.outcome.value
+
+    @trio.lowlevel.enable_ki_protection
+    def mark_handled(self) -> None:
+        """Tell barriers that this job's failure has been dealt with.
+
+        Under ``on_error="raise"`` the first covering :meth:`~Dispatcher.barrier`
+        or :meth:`~Dispatcher.finalize` raises each failure of its batch in
+        :exc:`JobsFailed`. Once you have read a failure through :meth:`wait`
+        and handled it, call this so that it is not raised again: the barrier
+        still counts the job in :attr:`BatchReport.failed`, and raises
+        nothing if every failure of its batch was handled.
+
+        It does nothing for a job that has not failed, whose failure a
+        barrier already reported, or whose pool does not raise failures.
+        Not a checkpoint; never raises.
+
+        Example::
+
+            try:
+                await job.wait()
+            except LookupError:
+                job.mark_handled()  # a miss is expected: not a batch failure
+        """
+        batch = getattr(self, "_failure_kept_in", None)
+        if batch is not None:
+            del self._failure_kept_in
+            assert isinstance(self.outcome, Error)
+            batch.handled(self.outcome.error)
 
     @trio.lowlevel.enable_ki_protection
     def cancel(self) -> None:
@@ -179,8 +269,9 @@ class Job(Generic[_R], metaclass=_NoPublicConstructor):
             self._owner._withdraw(self)
         elif self.state is JobState.RUNNING:
             self._cancel_requested = True
-            if self._scope is not None:
-                self._scope.cancel()
+            scope = getattr(self, "_scope", None)  # None until a worker took it
+            if scope is not None:
+                scope.cancel()
 
     def _end(self, state: JobState, result: Value[_R] | Error) -> None:
         self.state = state

@@ -210,6 +210,25 @@ def _validate_limit(instance: Any, attribute: attrs.Attribute[Any], value: Any) 
         )
 
 
+def _validate_name(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"name must be a str or None, got {value!r}")
+    if not value.strip():
+        raise ValueError(f"name must be a non-empty str, got {value!r}")
+
+
+def pool_name(priority: int, name: str | None) -> str:
+    """What a pool is called: its ``name``, else its priority's enum member
+    name in lower case (``Priority.HIGH`` -> ``"high"``), else the number."""
+    if name is not None:
+        return name
+    if isinstance(priority, enum.Enum):
+        return str(priority.name).lower()
+    return str(priority)
+
+
 def _validate_on_error(
     instance: Any, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
@@ -280,6 +299,11 @@ class PoolConfig:
     copy_context: bool = attrs.field(
         default=True, kw_only=True, validator=_validate_bool
     )
+    name: str | None = attrs.field(default=None, kw_only=True, validator=_validate_name)
+    """What the pool is called in ``repr``, statistics, metrics labels, span
+    attributes and worker task names. ``None``: the name of the priority's
+    enum member in lower case (``Priority.HIGH`` is ``"high"``), else the
+    priority's number (``"10"``)."""
     """Run each job in a copy of the dispatching task's context (as
     ``nursery.start_soon`` does). ``False`` runs jobs in the workers' own
     context, a little faster, and context variables do not follow the job."""

@@ -2,9 +2,8 @@
 
 Everything here is a frozen value built on demand from live counters, the way
 trio's ``*Statistics`` classes are: O(pools) to build, never cached, valid after
-the dispatcher has finished. ``_Batch`` is the one live object: the running
-tally of one barrier epoch in one pool, which a barrier turns into a
-:class:`BatchReport` once the epoch has drained.
+the dispatcher has finished. The live tally a barrier turns into a
+:class:`BatchReport` is ``_batch._Batch``.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, final
 
 import attrs
-import trio
 
 
 @final
@@ -29,6 +27,9 @@ class PoolStatistics:
     cancelled``.
     """
 
+    name: str
+    """The pool's name (:attr:`PoolConfig.name`, else its priority's); in
+    :attr:`DispatcherStatistics.total`, ``"total"``."""
     workers: int
     """How many workers the pool has, or is resizing to (its bound on
     concurrently running jobs)."""
@@ -77,11 +78,13 @@ class PoolStatistics:
     @classmethod
     def _sum(cls, parts: Iterable[PoolStatistics]) -> PoolStatistics:
         fields = attrs.fields(cls)
-        totals: dict[str, Any] = dict.fromkeys((f.name for f in fields), 0)
+        totals: dict[str, Any] = dict.fromkeys(
+            (f.name for f in fields if f.name != "name"), 0
+        )
         for part in parts:
             for name in totals:
                 totals[name] += getattr(part, name)
-        return cls(**{**totals, "paused": bool(totals["paused"])})
+        return cls(name="total", **{**totals, "paused": bool(totals["paused"])})
 
 
 @final
@@ -116,32 +119,3 @@ class BatchReport:
     """Jobs of the batch that ended cancelled."""
     elapsed: float
     """Seconds (on trio's clock) the barrier waited for its batch."""
-
-
-@attrs.define(eq=False)
-class _Batch:
-    """The jobs one pool accepted during one barrier epoch, tallied as they end."""
-
-    pending: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    failures: list[Exception] = attrs.field(factory=list)
-    """Only filled under ``on_error="raise"``, up to the dispatcher's
-    ``keep_failures``; dropped once reported."""
-    unkept_failures: int = 0
-    """Failures beyond ``keep_failures``: counted, not kept."""
-    _drained: trio.Event | None = None
-
-    def drained(self) -> trio.Event:
-        """An event set once ``pending`` drops to zero (created on first use)."""
-        if self._drained is None:
-            self._drained = trio.Event()
-            if not self.pending:
-                self._drained.set()
-        return self._drained
-
-    def job_ended(self) -> None:
-        self.pending -= 1
-        if not self.pending and self._drained is not None:
-            self._drained.set()

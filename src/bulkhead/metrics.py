@@ -14,7 +14,8 @@ by a :class:`bulkhead.Hooks` ``on_finished`` hook. Example::
         ...
         text = generate_latest(metrics.registry)
 
-Metrics, each labelled with ``pool`` (the priority):
+Metrics, each labelled with ``pool`` (the pool's name:
+:attr:`~bulkhead.PoolConfig.name`, else its priority's, such as ``"high"`` or ``"10"``):
 
 * ``bulkhead_jobs_<counter>_total`` for every counter of
   :class:`bulkhead.PoolStatistics` (``submitted``, ``started``,
@@ -123,7 +124,7 @@ class PrometheusMetrics(Collector):
 
     def _finished(self, job: Job[Any], duration: float | None) -> None:
         if duration is not None:
-            self._durations.labels(str(job.priority), job.state.value).observe(duration)
+            self._durations.labels(job.pool_name, job.state.value).observe(duration)
 
     def describe(self) -> list[Any]:
         """No fixed description: the families depend on the pools watched."""
@@ -149,8 +150,8 @@ class PrometheusMetrics(Collector):
             for name in GAUGES
         }
         for dispatcher in list(self._dispatchers):
-            for priority, stats in dispatcher.statistics().pools.items():
-                label = [str(priority)]
+            for stats in dispatcher.statistics().pools.values():
+                label = [stats.name]
                 for name, family in counters.items():
                     family.add_metric(label, getattr(stats, name))
                 for name, gauge in gauges.items():

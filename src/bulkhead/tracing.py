@@ -1,7 +1,7 @@
 """OpenTelemetry spans for bulkhead jobs (the ``bulkhead[tracing]`` extra).
 
 One span per job that a worker took, from the hand-off to its end, named
-``bulkhead job <name>``, with the job's id, priority, attempts and final
+``bulkhead job <name>``, with the job's id, priority, pool name, attempts and final
 state as attributes, an event per retry, and an error status (with the
 exception recorded) for a failed job. A job that runs in a copy of the
 dispatching context (``PoolConfig(copy_context=True)``, the default) gets
@@ -59,7 +59,11 @@ class JobSpans:
         """Pass as ``open_dispatcher(..., hooks=spans.hooks)``."""
 
     def _started(self, job: Job[Any]) -> None:
-        attributes = {"bulkhead.job.id": job.id, "bulkhead.job.priority": job.priority}
+        attributes: dict[str, int | str] = {
+            "bulkhead.job.id": job.id,
+            "bulkhead.job.priority": job.priority,
+            "bulkhead.job.pool": job.pool_name,
+        }
         name = f"bulkhead job {job.name}"
         context = job._context
         if context is None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 from .._policy import PoolConfig
 from .dask import DaskKind
 from .processes import ProcessKind
-from .protocol import PoolKind
+from .protocol import PoolKind, check_callable
 from .tasks import AsyncKind
 from .threads import ThreadKind
 
-__all__ = ["PoolKind", "kind_for"]
+__all__ = ["PoolKind", "check_callable", "kind_for"]
 
 
 def kind_for(config: PoolConfig, running_job: tuple[object, int]) -> PoolKind:

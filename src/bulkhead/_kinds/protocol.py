@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import pickle
 import reprlib
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import trio
 
-from .._job import Job
+from .._job import Job, function_name
 from .._policy import is_async_callable
 
 
@@ -60,6 +62,34 @@ class PoolKind(Protocol):
 
     def resize(self, workers: int) -> None:
         """Let the kind run ``workers`` attempts at once from now on."""
+
+
+def check_callable(
+    kind: PoolKind, fn: object
+) -> tuple[Callable[[Any], Any] | None, str, weakref.ref[Any] | None]:
+    """Reject what a pool of ``kind`` could never call, before anything is
+    accepted; returns the kind's wrapper for ``fn`` (or ``None``), the name
+    its jobs get by default, and a weak reference to ``fn`` (``None`` if it
+    cannot be weakly referenced: it is then checked at every dispatch).
+
+    Raises:
+      TypeError: for a coroutine object (with the "did you mean" hint), a
+        value that is not callable, or a function the kind cannot run.
+    """
+    if inspect.iscoroutine(fn):
+        fn.close()
+        raise TypeError(
+            f"dispatch() got a coroutine object {fn!r} instead of a function: "
+            "did you mean dispatch(f, x) instead of dispatch(f(x))?"
+        )
+    if not callable(fn):
+        raise TypeError(f"dispatch() needs a function to call, got {fn!r}")
+    wrap = kind.check(fn)
+    try:
+        ref: weakref.ref[Any] | None = weakref.ref(fn)
+    except TypeError:  # not weakly referenceable
+        ref = None
+    return wrap, function_name(fn), ref
 
 
 def import_for_kind(kind: str, package: str, *modules: str) -> Any:

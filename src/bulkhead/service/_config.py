@@ -147,7 +147,8 @@ def _options() -> dict[str, Option]:
             "journal",
             "bulkhead-journal.sqlite3",
             _journal,
-            "SQLite journal file (the queue), :memory: for none",
+            "the journal (the queue): a SQLite file, a postgresql:// URL, or "
+            ":memory: for none",
         ),
         Option(
             "max_backlog",
@@ -185,7 +186,7 @@ def parse_pools(text: str) -> tuple[PoolSpec, ...]:
     for entry in filter(None, (part.strip() for part in text.split(","))):
         name, sep, size = entry.partition("=")
         if not sep:
-            raise ValueError(f"{entry!r} is not PRIORITY=WORKERS[:QUEUE]")
+            raise ValueError(f"{entry!r} is not PRIORITY=WORKERS[:PREFETCH]")
         name = name.strip()
         try:
             priority = resolve_priority(int(name) if _is_int(name) else name)
@@ -332,7 +333,7 @@ def _default(name: str) -> Any:
 @attrs.frozen(kw_only=True)
 class ServiceConfig:
     """Everything ``bulkhead serve`` is configured with: one field per
-    :data:`OPTIONS` entry, which gives its flag, variable and default.
+    ``OPTIONS`` entry, which gives its flag, variable and default.
 
     Build it with :meth:`load` (flags and environment) or directly in tests.
     """
@@ -361,9 +362,10 @@ class ServiceConfig:
     grace_period: float = _default("grace_period")
     """Seconds a shutdown lets jobs finish, a hard limit."""
     log_level: str = _default("log_level")
-    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
+    """The lowest level logged: ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
     journal: str = _default("journal")
-    """The journal, a SQLite file; ``:memory:`` keeps nothing."""
+    """The journal, which is the queue: a SQLite file, a ``postgresql://``
+    URL, or ``:memory:``, which keeps nothing."""
     max_backlog: int = _default("max_backlog")
     """Jobs waiting in one pool before submissions get 429."""
     max_batch: int = _default("max_batch")

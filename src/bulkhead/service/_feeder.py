@@ -18,32 +18,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, final
+from typing import final
 
 import attrs
 import trio
 
-from bulkhead import Job
-
-from ._journal import Claimed, Journal, JournalUnavailable, Release
+from ._journal import Journal, JournalUnavailable, Release
+from ._running import Running
 
 log = logging.getLogger("bulkhead.service")
 
 RETRY_CLAIM = 0.5
 """Seconds a feeder waits before claiming again after the journal failed."""
-
-
-@final
-@attrs.define(eq=False)
-class Running:
-    """A claimed job in this instance's memory, until its end is queued."""
-
-    claimed: Claimed
-    job: Job[Any] | None = None
-    """Its handle once a worker took it (``None`` while prefetched)."""
-    started_at: float | None = None
-    cancel_requested: bool = False
-    """``DELETE`` asked for it: it ends ``cancelled``."""
 
 
 @final

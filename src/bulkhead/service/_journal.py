@@ -436,6 +436,12 @@ def open_journal(
     file path (``:memory:`` for none)."""
     # Imported here: each store pulls in its own driver, and the PostgreSQL
     # one is an optional extra.
+    if location.startswith(("postgresql://", "postgres://")):
+        from ._postgres import PostgresJournal
+
+        return PostgresJournal.from_url(
+            location, keep_results=keep_results, keep_results_for=keep_results_for
+        )
     from ._sqlite import SQLiteJournal
 
     return SQLiteJournal(

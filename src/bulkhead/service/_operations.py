@@ -51,7 +51,6 @@ from ._errors import (
     SubmissionInvalid,
     Unavailable,
 )
-from ._feeder import Running
 from ._journal import (
     ACTS_ON,
     Action,
@@ -61,6 +60,7 @@ from ._journal import (
     NewOperation,
     OperationRecord,
 )
+from ._running import Running
 
 log = logging.getLogger("bulkhead.service.operations")
 

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 from functools import partial
 
 import trio
@@ -118,10 +119,26 @@ async def serve(
                 )
                 service.stop()
                 break
-            with trio.move_on_after(config.grace_period + ABANDON_MARGIN):
-                await service.stopped.wait()
+            # A signal still pending when the receiver closes is delivered
+            # again, to the default handler: a second SIGTERM during the drain
+            # would end the process with -SIGTERM, a second SIGINT with a
+            # KeyboardInterrupt, after a clean drain. Take them here.
+            async with trio.open_nursery() as draining:
+                draining.start_soon(_repeated, signals)
+                with trio.move_on_after(config.grace_period + ABANDON_MARGIN):
+                    await service.stopped.wait()
+                draining.cancel_scope.cancel()
             if not service.stopped.is_set():
                 await _abandon(service)
+
+
+async def _repeated(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info(
+            "%s: already shutting down",
+            signal.Signals(signum).name,
+            extra={"event": "signal", "signal": signal.Signals(signum).name},
+        )
 
 
 async def _abandon(service: Service) -> None:

@@ -15,9 +15,12 @@ Rows a dead owner left ``running`` are queued again at open (at least once).
 
 A failed write (disk full, I/O error) fails the submissions and claims of
 that transaction at once; the ends and releases in it stay queued in memory
-and are retried with backoff until they commit. SQLite rolls a transaction
-back by itself on some errors (``SQLITE_FULL``): the rollback here runs only
-if a transaction is still open, so the log shows the real error.
+and are retried with backoff until they commit. With nothing to retry, the
+writer probes with a one-page write at the same backoff, so
+:attr:`~SQLiteJournal.writable` (``/ready``) comes back by itself. SQLite
+rolls a transaction back by itself on some errors (``SQLITE_FULL``): the
+rollback here runs only if a transaction is still open, so the log shows the
+real error.
 
 Counters of rows per pool and state are read once at open (an index scan)
 and kept exact by the writer, which is the only one to change rows.
@@ -309,8 +312,14 @@ class SQLiteJournal(Journal):
                 if not self._batch:
                     if self._closing:
                         return
-                    await self._work.wait()
-                    self._work = trio.Event()
+                    if self._writable:
+                        await self._work.wait()
+                        self._work = trio.Event()
+                    # Else the last write failed and nothing is left to retry:
+                    # commit an empty batch as a probe (the failure below
+                    # waited already). /ready answers 503 until a write
+                    # succeeds, and a load balancer sends none to an instance
+                    # that is not ready.
                 batch, self._batch = self._batch, _Batch()
                 if await self._commit(batch):
                     backoff = RETRY_BACKOFF[0]
@@ -396,6 +405,9 @@ class SQLiteJournal(Journal):
             raise sqlite3.OperationalError("the journal is closed")
         changes: Counter[Any] = Counter()
         with self._transaction(db):
+            if not batch:
+                # A probe: rewriting the schema version writes a page.
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for jobs, pending in batch.accepts:
                 pending.result = self._insert(db, jobs, changes)
             for finish in batch.finishes:

@@ -103,4 +103,5 @@ def field_error(error: Any, prefix: tuple[Any, ...] = ()) -> FieldError:
     index = None
     if len(location) >= 2 and location[0] == "jobs" and isinstance(location[1], int):
         index, location = location[1], location[2:]
-    return FieldError(".".join(map(str, location)) or "body", error["msg"], index)
+    message = error["msg"].removeprefix("Value error, ")
+    return FieldError(".".join(map(str, location)) or "body", message, index)

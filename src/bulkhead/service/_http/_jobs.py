@@ -18,8 +18,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from .._errors import FieldError, SubmissionInvalid
+from .._intake import Submission
 from .._journal import JobFilter
-from .._service import Service, Submission
+from .._service import Service
 from ._errors import field_error
 from ._models import (
     BatchAccepted,
@@ -112,11 +113,17 @@ def router(
         "description": "The pool's backlog is full (``Retry-After``)",
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     }
+    retry_after = {"Retry-After": {"schema": {"type": "integer"}}}
     unavailable = {
         "model": Problem,
         "description": "Shutting down, or the journal cannot write: nothing "
         "was recorded (``Retry-After``)",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "headers": retry_after,
+    }
+    unreadable = {
+        "model": Problem,
+        "description": "The journal cannot be read now (``Retry-After``)",
+        "headers": retry_after,
     }
     not_found = {"model": Problem, "description": "Never accepted, or expired"}
 
@@ -140,20 +147,9 @@ def router(
         status_code=202,
         response_model=JobAccepted,
         response_description="Committed to the journal: it will run",
-        openapi_extra={
-            **_schema_of(JobSubmission),
-            "parameters": [
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": f"The Go service's form: the job's {name}, "
-                    "with no body (its arguments all have defaults)",
-                }
-                for name in ("type", "priority")
-            ],
-        },
+        # The Go service's query form is documented in prose only: a schema
+        # cannot say "a body or these parameters", so it publishes the body.
+        openapi_extra=_schema_of(JobSubmission),
         responses={
             200: {"model": JobAccepted, "description": "Idempotency key seen before"},
             422: invalid,
@@ -176,7 +172,18 @@ def router(
         form, for a type whose arguments all have defaults.
         """
         query = request.query_params
-        if "type" in query and not await request.body():
+        body = await request.body()
+        if body and ("type" in query or "priority" in query):
+            raise SubmissionInvalid(
+                [
+                    FieldError(
+                        "type" if "type" in query else "priority",
+                        "give the job in the body or in the query string "
+                        "(type=, priority=), not both",
+                    )
+                ]
+            )
+        if "type" in query:
             data: Any = {"type": query["type"]}
             if "priority" in query:
                 data["priority"] = query["priority"]
@@ -236,7 +243,7 @@ def router(
         "/jobs/{id}",
         summary="Read a job",
         response_model=JobView,
-        responses={404: not_found, 422: invalid, 503: unavailable},
+        responses={404: not_found, 422: invalid, 503: unreadable},
     )
     async def get_job(id: JobId) -> dict[str, Any]:
         """A job's state, attempts, timings, and result or error.
@@ -274,7 +281,7 @@ def router(
         "/jobs",
         summary="List jobs",
         response_model=JobPage,
-        responses={422: invalid, 503: unavailable},
+        responses={422: invalid, 503: unreadable},
     )
     async def list_jobs(
         state: Annotated[State | None, Query()] = None,

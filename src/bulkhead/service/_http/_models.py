@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from fastapi import Path
 
-from .._service import Submission
+from .._intake import Submission
 
 
 def _priority(value: object) -> object:
@@ -123,10 +123,15 @@ class JobView(pydantic.BaseModel):
     type: str
     priority: int
     state: State
+    """``scheduled`` (not due yet), ``queued``, ``running`` (claimed by an
+    instance: ``started_at`` is set once a worker took it), ``succeeded``,
+    ``failed`` or ``cancelled``."""
     attempts: int
     """Attempts of its last run (retries included)."""
     resumed: int
-    """Runs an interruption (crash, shutdown) ended before this one."""
+    """Claims of this job that ended without an end written (a crash, a
+    lost lease, a shutdown that stopped it) before the current one; a job
+    claimed but not started when its process died counts too."""
     accepted_at: datetime.datetime
     run_at: datetime.datetime
     """When it is (or was) due."""
@@ -143,7 +148,8 @@ class JobPage(pydantic.BaseModel):
 
     jobs: list[JobView]
     next_after: int | None
-    """Pass as ``after`` for the next page; ``None`` on the last one."""
+    """Pass as ``after`` for the next page; ``null`` when this page is not
+    full (a full page may be followed by an empty one)."""
 
     model_config = pydantic.ConfigDict(use_attribute_docstrings=True)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from .._service import Service, pool_name
+from .._service import Service
+from .._views import pool_name
 from ._models import BatchSubmission, JobSubmission
 
 

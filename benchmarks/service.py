@@ -1,0 +1,875 @@
+"""The service benchmark: ``bulkhead serve`` under a C load generator.
+
+    .venv/bin/python benchmarks/service.py           # full run, a few minutes
+    .venv/bin/python benchmarks/service.py --quick   # smoke run, under a minute
+    .venv/bin/python benchmarks/service.py --only single,batch
+
+Every server is a real process on 127.0.0.1 and a free port, started before
+anything is timed; the load comes from ``wrk`` (a C program, Debian's
+``wrk`` package; ``make bench`` installs it) with ``_service_post.lua``, or,
+for the end-to-end and memory parts, from a few :class:`bulkhead.service.
+AsyncClient` tasks sending batches of 1,000 to 10,000 jobs, where the
+client's cost per job is small against the server's.
+
+Parts (``--only``):
+
+single
+    ``POST /jobs`` of ``{"type": "add", "args": {"x": 1, "y": 2}}``, ``wrk
+    -t1 -c50``, interleaved rounds, against four servers in the same run: a
+    bare Starlette endpoint on hypercorn's trio worker (parse, answer 202:
+    the ceiling every other server is a ratio of), a bare FastAPI endpoint
+    validating the service's own request model, ``bulkhead serve --journal
+    :memory:`` and ``bulkhead serve`` with its SQLite journal
+    (``synchronous=FULL``). Requests per second, p50/p99 latency, answers
+    that are not 202 (any flags the run). The bare endpoint is also driven
+    with more threads and connections, with the CPU each process used, to
+    show that the server, not wrk, is the limit.
+batch
+    ``POST /jobs/batch`` of 1, 10, 100 and 1,000 jobs per request (``wrk
+    -t1 -c16``), each size against a fresh SQLite-journal server: durable
+    jobs accepted per second against batch size. The jobs are runnable, so
+    the server runs them while it accepts more, as it would in service.
+e2e
+    100,000 trivial jobs submitted in batches of 1,000 by 4 tasks, timed
+    from the first request until ``GET /stats`` counts the last one
+    ``succeeded``.
+profile (not in the default parts)
+    ``py-spy record`` of ``bulkhead serve`` with its SQLite journal under
+    ``wrk -t1 -c50``: the share of its CPU samples per layer (HTTP parsing,
+    FastAPI, validation, the service core, the journal, the job's run...),
+    see ``_service_profile.py``. Needs py-spy on PATH (``pip install
+    py-spy``).
+memory
+    Server RSS after a warm-up with an empty backlog, then with a backlog of
+    1,000,000 queued rows (``sleep`` jobs of an hour in a pool of two
+    workers), built through the server's own API in batches of 10,000; then
+    SIGKILL and a restart on that journal: seconds until it answers, and its
+    RSS.
+
+Results go to ``benchmarks/results/service.json`` and ``.md`` (a ``--quick``
+run writes to the temp dir instead); the table is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from bulkhead.service import AsyncClient, ServiceError, Submission
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+LUA = HERE / "_service_post.lua"
+BARE = HERE / "_service_bare.py"
+REGISTRY = "examples.service_jobs:registry"
+POOLS = "low=2,normal=4,high=8,urgent=2"
+START_TIMEOUT = 60.0
+MIB = 1024 * 1024
+ADD = {"type": "add", "args": {"x": 1, "y": 2}}
+
+TARGETS = {
+    "journal_vs_fastapi": 0.85,
+    "batch_1000_per_second": 10_000,
+    "e2e_per_second": 3_000,
+    "backlog_rss_mib": 50,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    duration: int  # seconds per wrk run
+    repeat: int  # interleaved rounds of the single part
+    threads: int  # wrk -t of the single part
+    connections: int  # wrk -c of the single part
+    saturation: tuple[tuple[int, int], ...]  # more (threads, connections) on bare
+    batch_sizes: tuple[int, ...]
+    batch_connections: int
+    e2e_jobs: int
+    e2e_batch: int
+    submitters: int  # concurrent AsyncClient tasks of e2e and memory
+    backlog: int
+    backlog_batch: int
+
+
+FULL = Settings(
+    quick=False,
+    duration=5,
+    repeat=3,
+    threads=1,
+    connections=50,
+    saturation=((1, 10), (2, 100)),
+    batch_sizes=(1, 10, 100, 1000),
+    batch_connections=16,
+    e2e_jobs=100_000,
+    e2e_batch=1000,
+    submitters=4,
+    backlog=1_000_000,
+    backlog_batch=10_000,
+)
+
+QUICK = Settings(
+    quick=True,
+    duration=1,
+    repeat=1,
+    threads=1,
+    connections=50,
+    saturation=((2, 100),),
+    batch_sizes=(1, 100, 1000),
+    batch_connections=16,
+    e2e_jobs=5_000,
+    e2e_batch=1000,
+    submitters=4,
+    backlog=20_000,
+    backlog_batch=5_000,
+)
+
+PARTS = ("single", "batch", "e2e", "memory")
+OPTIONAL_PARTS = ("profile",)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- servers
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKHEAD_")}
+    # The servers import examples/ and, if bulkhead is not installed, src/.
+    paths = [str(ROOT), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def bulkhead_command(journal: str, *extra: str) -> list[str]:
+    """``bulkhead serve`` of the example registry on a free port."""
+    return [
+        *(sys.executable, "-m", "bulkhead", "serve", REGISTRY, "--port", "0"),
+        *("--pools", POOLS, "--journal", journal, *extra),
+    ]
+
+
+class Server:
+    """A server process whose output goes to ``log``; ``url`` once it logged
+    ``{"event": "listening", "urls": [...]}``."""
+
+    def __init__(self, name: str, command: Sequence[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        started = time.perf_counter()
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, stdout=out, stderr=out, env=_environment()
+            )
+        self.url = self._wait_listening()
+        self.start_seconds = time.perf_counter() - started
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _wait_listening(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if (
+                        isinstance(event, dict)
+                        and event.get("event") == "listening"
+                        and event.get("pid", self.pid) == self.pid
+                    ):
+                        return str(event["urls"][0])
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"{self.name} did not start:\n{self.log.read_text()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory(self) -> dict[str, float]:
+        """RSS now and its peak (VmHWM), in MiB."""
+        out = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+        return {"rss_mib": out["VmRSS"], "peak_mib": out["VmHWM"]}
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 30 s."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+@contextlib.contextmanager
+def running(name: str, command: Sequence[str], folder: Path) -> Iterator[Server]:
+    folder.mkdir(parents=True, exist_ok=True)
+    server = Server(name, command, folder / f"{name}.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+SINGLE_SERVERS: dict[str, tuple[str, Callable[[Path], list[str]]]] = {
+    "bare_starlette": (
+        "bare Starlette (hypercorn-trio), parse + 202",
+        lambda d: [sys.executable, str(BARE), "starlette"],
+    ),
+    "bare_fastapi": (
+        "bare FastAPI, JobSubmission validated + 202",
+        lambda d: [sys.executable, str(BARE), "fastapi"],
+    ),
+    "bulkhead_memory": (
+        "bulkhead serve --journal :memory:",
+        lambda d: bulkhead_command(":memory:"),
+    ),
+    "bulkhead_journal": (
+        "bulkhead serve, SQLite journal (synchronous=FULL)",
+        lambda d: bulkhead_command(str(d / "journal.sqlite3")),
+    ),
+}
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def wrk(
+    server: Server,
+    body: Path,
+    *,
+    threads: int,
+    connections: int,
+    duration: int,
+    path: str = "/jobs",
+) -> dict[str, Any]:
+    """One wrk run against ``server``: its WRKJSON summary plus the rate of
+    202 answers, and the CPU share wrk and the server used."""
+    command = [
+        *("wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s"),
+        *("--timeout", "60s", "-s", str(LUA), server.url, "--", str(body), path),
+    ]
+    with tempfile.TemporaryFile() as out:
+        server_cpu = server.cpu_seconds()
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        server_cpu = server.cpu_seconds() - server_cpu
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("WRKJSON ")]
+    if status != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({status}): {' '.join(command)}\n{text}")
+    result: dict[str, Any] = json.loads(lines[0].removeprefix("WRKJSON "))
+    seconds = result["duration_us"] / 1e6
+    accepted = result["statuses"].get("202", 0)
+    errors = sum(result["errors"].values())
+    result.update(
+        threads=threads,
+        connections=connections,
+        per_second=accepted / seconds,
+        # Robust to a machine shared with others: requests per second of CPU
+        # the server process (all its threads) got during the run.
+        per_cpu_second=accepted / server_cpu if server_cpu else 0.0,
+        not_202=result["requests"] - accepted + errors,
+        server_cpu=server_cpu / wall,
+        wrk_cpu=(usage.ru_utime + usage.ru_stime) / wall,
+    )
+    return result
+
+
+def _body(folder: Path, name: str, payload: Any) -> Path:
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(payload, separators=(",", ":")))
+    return path
+
+
+# ---------------------------------------------------------------- parts
+
+
+def run_single(s: Settings, folder: Path) -> dict[str, Any]:
+    body = _body(folder, "add", ADD)
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in SINGLE_SERVERS}
+    saturation: dict[str, list[dict[str, Any]]] = {
+        f"t{t}c{c}": [] for t, c in ((s.threads, s.connections), *s.saturation)
+    }
+    with contextlib.ExitStack() as stack:
+        servers = {
+            key: stack.enter_context(running(key, command(folder), folder / key))
+            for key, (_, command) in SINGLE_SERVERS.items()
+        }
+        log("  single: servers up; warming up (1 s each, not timed)")
+        for server in servers.values():
+            wrk(server, body, threads=1, connections=10, duration=1)
+        keys = list(SINGLE_SERVERS)
+        for r in range(s.repeat):
+            order = keys[r % len(keys) :] + keys[: r % len(keys)]
+            for key in order:
+                result = wrk(
+                    servers[key],
+                    body,
+                    threads=s.threads,
+                    connections=s.connections,
+                    duration=s.duration,
+                )
+                runs[key].append(result)
+                log(
+                    f"  single {r + 1}/{s.repeat} {key}: {result['per_second']:,.0f}/s"
+                    f" (server CPU {result['server_cpu']:.0%})"
+                )
+                if key == "bare_starlette":
+                    saturation[f"t{s.threads}c{s.connections}"].append(result)
+                time.sleep(0.5)  # let the bulkhead servers finish their jobs
+            for t, c in s.saturation:
+                result = wrk(
+                    servers["bare_starlette"],
+                    body,
+                    threads=t,
+                    connections=c,
+                    duration=s.duration,
+                )
+                saturation[f"t{t}c{c}"].append(result)
+                log(
+                    f"  single {r + 1}/{s.repeat} bare_starlette -t{t} -c{c}: "
+                    f"{result['per_second']:,.0f}/s (server CPU "
+                    f"{result['server_cpu']:.0%}, wrk CPU {result['wrk_cpu']:.0%})"
+                )
+    results = {}
+    for key, (label, _) in SINGLE_SERVERS.items():
+        results[key] = {"label": label, **_summary(runs[key])}
+    bare = results["bare_starlette"]["per_second"]
+    fastapi = results["bare_fastapi"]["per_second"]
+    bare_cpu = results["bare_starlette"]["per_cpu_second"]
+    fastapi_cpu = results["bare_fastapi"]["per_cpu_second"]
+    for result in results.values():
+        result["vs_bare"] = _ratio(result["per_second"], bare)
+        result["vs_fastapi"] = _ratio(result["per_second"], fastapi)
+        result["vs_bare_cpu"] = _ratio(result["per_cpu_second"], bare_cpu)
+        result["vs_fastapi_cpu"] = _ratio(result["per_cpu_second"], fastapi_cpu)
+    return {
+        "wrk": f"wrk -t{s.threads} -c{s.connections} -d{s.duration}s",
+        "repeat": s.repeat,
+        "body": ADD,
+        "pools": POOLS,
+        "results": results,
+        "saturation": {key: _summary(value) for key, value in saturation.items()},
+    }
+
+
+def _ratio(rate: float, baseline: float) -> float:
+    return rate / baseline if baseline else 0.0  # a baseline with no 202 is flagged
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median run by rate; every run's rate; answers that were not 202."""
+    ordered = sorted(runs, key=lambda r: r["per_second"])
+    median = ordered[len(ordered) // 2]
+    return {
+        "per_second": statistics.median(r["per_second"] for r in runs),
+        "per_second_best": ordered[-1]["per_second"],
+        "per_cpu_second": statistics.median(r["per_cpu_second"] for r in runs),
+        "p50_ms": median["p50_us"] / 1000,
+        "p99_ms": median["p99_us"] / 1000,
+        "not_202": sum(r["not_202"] for r in runs),
+        "server_cpu": median["server_cpu"],
+        "wrk_cpu": median["wrk_cpu"],
+        "runs": runs,
+    }
+
+
+def run_batch(s: Settings, folder: Path) -> dict[str, Any]:
+    results = {}
+    for size in s.batch_sizes:
+        body = _body(folder, f"batch{size}", {"jobs": [ADD] * size})
+        here = folder / f"batch{size}"
+        command = bulkhead_command(str(here / "journal.sqlite3"), *_big_bodies())
+        with running(f"batch{size}", command, here) as server:
+            _warm_up(server.url)
+            result = wrk(
+                server,
+                body,
+                threads=1,
+                connections=s.batch_connections,
+                duration=s.duration,
+                path="/jobs/batch",
+            )
+        result["batch"] = size
+        result["jobs_per_second"] = result["per_second"] * size
+        result["jobs_per_cpu_second"] = result["per_cpu_second"] * size
+        results[str(size)] = result
+        log(
+            f"  batch {size:>5}: {result['per_second']:,.0f} requests/s = "
+            f"{result['jobs_per_second']:,.0f} jobs/s, "
+            f"p50 {result['p50_us'] / 1000:.1f} ms, {result['not_202']} not 202"
+        )
+    return {
+        "wrk": f"wrk -t1 -c{s.batch_connections} -d{s.duration}s, POST /jobs/batch",
+        "job": ADD,
+        "results": results,
+    }
+
+
+def _big_bodies() -> list[str]:
+    # A batch of 10,000 jobs is about 500 KB; the default limit is 64 KiB.
+    return ["--max-body", str(16 * MIB)]
+
+
+def _warm_up(url: str) -> None:
+    """One small batch, so that no timed request pays for first imports."""
+    trio.run(_submit, url, [Submission("add", {"x": 1})] * 10, 10, 1)
+
+
+async def _submit(
+    url: str, jobs: Sequence[Submission], batch: int, tasks: int
+) -> dict[str, Any]:
+    """Submit ``jobs`` in batches of ``batch`` from ``tasks`` concurrent
+    AsyncClient tasks; a batch refused as busy waits ``retry_after`` and is
+    sent again. Return the seconds taken and the count of busy answers."""
+    chunks = iter(range(0, len(jobs), batch))
+    busy = 0
+
+    async def submitter(client: AsyncClient) -> None:
+        nonlocal busy
+        for start in chunks:
+            chunk = jobs[start : start + batch]
+            while True:
+                try:
+                    await client.submit_many(chunk)
+                    break
+                except ServiceError as exc:
+                    if exc.retry_after is None:
+                        raise
+                    busy += 1
+                    await trio.sleep(exc.retry_after)
+
+    started = time.perf_counter()
+    async with AsyncClient(url, timeout=300) as client, trio.open_nursery() as n:
+        for _ in range(tasks):
+            n.start_soon(submitter, client)
+    return {"seconds": time.perf_counter() - started, "busy": busy}
+
+
+def _succeeded(stats: dict[str, Any]) -> int:
+    return int(stats["total"]["succeeded"])
+
+
+def _stats(url: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}/stats", timeout=30)
+    response.raise_for_status()
+    stats: dict[str, Any] = response.json()
+    return stats
+
+
+def run_e2e(s: Settings, folder: Path) -> dict[str, Any]:
+    here = folder / "e2e"
+    command = bulkhead_command(str(here / "journal.sqlite3"), *_big_bodies())
+    with running("e2e", command, here) as server:
+        _warm_up(server.url)
+        while _succeeded(_stats(server.url)) < 10:
+            time.sleep(0.05)
+        base = _succeeded(_stats(server.url))
+        jobs = [Submission("add", {"x": i, "y": 1}) for i in range(s.e2e_jobs)]
+        log(f"  e2e: {s.e2e_jobs:,} jobs in batches of {s.e2e_batch:,}")
+        started = time.perf_counter()
+        submitted = trio.run(_submit, server.url, jobs, s.e2e_batch, s.submitters)
+        while True:
+            stats = _stats(server.url)
+            if _succeeded(stats) - base >= s.e2e_jobs:
+                break
+            if stats["total"]["failed"] or stats["total"]["cancelled"]:
+                raise RuntimeError(f"e2e: jobs failed or were cancelled: {stats}")
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+    result = {
+        "jobs": s.e2e_jobs,
+        "batch": s.e2e_batch,
+        "submitters": s.submitters,
+        "submit_seconds": submitted["seconds"],
+        "submit_per_second": s.e2e_jobs / submitted["seconds"],
+        "busy_answers": submitted["busy"],
+        "seconds": seconds,
+        "per_second": s.e2e_jobs / seconds,
+    }
+    log(
+        f"  e2e: submitted in {result['submit_seconds']:.1f} s, all succeeded in "
+        f"{seconds:.1f} s = {result['per_second']:,.0f} jobs/s"
+    )
+    return result
+
+
+def run_memory(s: Settings, folder: Path) -> dict[str, Any]:
+    here = folder / "memory"
+    journal = here / "journal.sqlite3"
+    command = bulkhead_command(str(journal), *_big_bodies())
+    server = Server("memory", command, _log(here, "memory"))
+    empty_start = server.start_seconds  # process start to listening, no backlog
+    try:
+        _warm_up(server.url)
+        trio.run(_submit, server.url, [Submission("add", {"x": 1})] * 1000, 1000, 1)
+        while _succeeded(_stats(server.url)) < 1010:
+            time.sleep(0.05)
+        time.sleep(1)
+        empty = server.memory()
+        log(f"  memory: empty backlog, RSS {empty['rss_mib']:.1f} MiB")
+        sleeper = Submission("sleep", {"seconds": 3600})
+        built = trio.run(
+            _submit, server.url, [sleeper] * s.backlog, s.backlog_batch, s.submitters
+        )
+        log(
+            f"  memory: {s.backlog:,} queued jobs in {built['seconds']:.1f} s "
+            f"({s.backlog / built['seconds']:,.0f}/s)"
+        )
+        time.sleep(1)
+        backlog = server.memory()
+        log(f"  memory: backlog of {s.backlog:,}, RSS {backlog['rss_mib']:.1f} MiB")
+    finally:
+        server.kill()  # SIGKILL: the backlog stays in the journal
+    started = time.perf_counter()
+    restarted = Server("memory-restart", command, _log(here, "restart"))
+    try:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{restarted.url}/health", timeout=5).is_success:
+                    break
+            time.sleep(0.01)
+        answering = time.perf_counter() - started
+        time.sleep(2)
+        after_restart = restarted.memory()
+        log(
+            f"  memory: restarted on the backlog, answering after {answering:.2f} s, "
+            f"RSS {after_restart['rss_mib']:.1f} MiB"
+        )
+    finally:
+        restarted.kill()
+    return {
+        "backlog": s.backlog,
+        "built_by": f"the server's POST /jobs/batch, batches of {s.backlog_batch:,}",
+        "build_seconds": built["seconds"],
+        "build_per_second": s.backlog / built["seconds"],
+        "busy_answers": built["busy"],
+        "journal_mib": journal.stat().st_size / MIB,
+        "empty": empty,
+        "with_backlog": backlog,
+        "restart_answers_after_seconds": answering,
+        "empty_start_seconds": empty_start,
+        "after_restart": after_restart,
+        "growth_mib": backlog["rss_mib"] - empty["rss_mib"],
+        "restart_growth_mib": after_restart["rss_mib"] - empty["rss_mib"],
+    }
+
+
+def run_profile(s: Settings, folder: Path) -> dict[str, Any]:
+    import _service_profile
+
+    if shutil.which("py-spy") is None:
+        raise RuntimeError("py-spy is not on PATH: pip install py-spy")
+    here = folder / "profile"
+    body = _body(folder, "add", ADD)
+    command = bulkhead_command(str(here / "journal.sqlite3"))
+    seconds = max(s.duration * 2, 2)
+    with running("profile", command, here) as server:
+        wrk(server, body, threads=1, connections=10, duration=1)  # warm-up
+        load = subprocess.Popen(
+            [
+                *("wrk", "-t1", f"-c{s.connections}", f"-d{seconds + 2}s"),
+                *("-s", str(LUA), server.url, "--", str(body)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1)
+        stacks = _service_profile.record(server.pid, seconds, here / "stacks.txt")
+        output, _ = load.communicate()
+    result = _service_profile.layers(stacks)
+    wrk_line = next(x for x in output.splitlines() if x.startswith("WRKJSON "))
+    under = json.loads(wrk_line.removeprefix("WRKJSON "))
+    result["per_second_while_profiled"] = (
+        under["statuses"].get("202", 0) / under["duration_us"] * 1e6
+    )
+    result["seconds"] = seconds
+    for layer, share in result["layers"].items():
+        log(f"  profile: {share:6.1%}  {layer}")
+    return result
+
+
+def _log(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.log"
+
+
+# ---------------------------------------------------------------- report
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+
+    def check(name: str, value: float, target: float, ok: bool) -> None:
+        checks.append({"target": name, "value": value, "goal": target, "met": ok})
+
+    single = results.get("single", {}).get("results", {})
+    for key, r in single.items():
+        ok = not r["not_202"]
+        check(f"single: every answer of {key} was 202", r["not_202"], 0, ok)
+    if single:
+        goal = TARGETS["journal_vs_fastapi"]
+        ratio = single["bulkhead_journal"]["vs_fastapi"]
+        check(
+            "single: SQLite journal / bare FastAPI, req/s", ratio, goal, ratio >= goal
+        )
+        ratio = single["bulkhead_journal"]["vs_fastapi_cpu"]
+        check(
+            "single: SQLite journal / bare FastAPI, req per CPU-s",
+            ratio,
+            goal,
+            ratio >= goal,
+        )
+    batch = results.get("batch", {}).get("results", {})
+    if "1000" in batch:
+        rate = batch["1000"]["jobs_per_second"]
+        goal = TARGETS["batch_1000_per_second"]
+        check("batch of 1,000: durable jobs/s", rate, goal, rate >= goal)
+    for key, r in batch.items():
+        check(f"batch {key}: every answer was 202", r["not_202"], 0, not r["not_202"])
+    if "per_second" in results.get("e2e", {}):
+        rate = results["e2e"]["per_second"]
+        goal = TARGETS["e2e_per_second"]
+        check("end to end: jobs/s", rate, goal, rate >= goal)
+    if "growth_mib" in results.get("memory", {}):
+        growth = results["memory"]["growth_mib"]
+        goal = TARGETS["backlog_rss_mib"]
+        check("backlog RSS growth (MiB)", growth, goal, growth <= goal)
+    return checks
+
+
+def markdown(data: dict[str, Any]) -> str:
+    out = [
+        "# Service benchmark",
+        "",
+        f"{data['machine']}, Python {data['python']}, {data['when']}, "
+        f"{'quick' if data['quick'] else 'full'} run: `{data['command']}`.",
+    ]
+    results = data["results"]
+    if "single" in results:
+        s = results["single"]
+        out += [
+            "",
+            f"## POST /jobs, one job per request ({s['wrk']}, median of {s['repeat']})",
+            "",
+            "| server | req/s | x bare | x FastAPI | req per CPU-s | x bare | "
+            "x FastAPI | p50 ms | p99 ms | not 202 | server CPU |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: |",
+        ]
+        for r in s["results"].values():
+            out.append(
+                f"| {r['label']} | {r['per_second']:,.0f} | {r['vs_bare']:.2f} | "
+                f"{r['vs_fastapi']:.2f} | {r['per_cpu_second']:,.0f} | "
+                f"{r['vs_bare_cpu']:.2f} | {r['vs_fastapi_cpu']:.2f} | "
+                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['not_202']} | "
+                f"{r['server_cpu']:.0%} |"
+            )
+        out += [
+            "",
+            "req per CPU-s: 202 answers per second of CPU the server process "
+            "(all its threads) used; unlike req/s it does not depend on how much "
+            "of the machine other processes left the server during its run.",
+        ]
+        out += [
+            "",
+            "The bare endpoint under more load generator (median of "
+            f"{s['repeat']}): the server, not wrk, is the limit.",
+            "",
+            "| wrk | req/s | req per CPU-s | p50 ms | p99 ms | server CPU | wrk CPU |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key, r in s["saturation"].items():
+            out.append(
+                f"| {key.replace('t', '-t').replace('c', ' -c')} | "
+                f"{r['per_second']:,.0f} | {r['per_cpu_second']:,.0f} | "
+                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                f"{r['server_cpu']:.0%} | {r['wrk_cpu']:.0%} |"
+            )
+    if "error" in results.get("single", {}):
+        out += ["", f"single: {results['single']['error']}"]
+    for part in ("batch", "e2e", "memory"):
+        if "error" in results.get(part, {}):
+            out += ["", f"## {part}", "", f"failed: {results[part]['error']}"]
+    if "results" in results.get("batch", {}):
+        b = results["batch"]
+        out += [
+            "",
+            f"## POST /jobs/batch ({b['wrk']}, SQLite journal)",
+            "",
+            "| jobs per request | requests/s | jobs/s | jobs per CPU-s | p50 ms "
+            "| p99 ms | not 202 | server CPU |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in b["results"].values():
+            out.append(
+                f"| {r['batch']:,} | {r['per_second']:,.0f} | "
+                f"{r['jobs_per_second']:,.0f} | {r['jobs_per_cpu_second']:,.0f} | "
+                f"{r['p50_us'] / 1000:.1f} | {r['p99_us'] / 1000:.1f} | "
+                f"{r['not_202']} | {r['server_cpu']:.0%} |"
+            )
+    if "per_second" in results.get("e2e", {}):
+        e = results["e2e"]
+        out += [
+            "",
+            "## End to end",
+            "",
+            f"{e['jobs']:,} `add` jobs in batches of {e['batch']:,} from "
+            f"{e['submitters']} AsyncClient tasks: submitted in "
+            f"{e['submit_seconds']:.1f} s ({e['submit_per_second']:,.0f}/s), the "
+            f"last one succeeded after {e['seconds']:.1f} s: "
+            f"**{e['per_second']:,.0f} jobs/s** ({e['busy_answers']} busy answers).",
+        ]
+    if "growth_mib" in results.get("memory", {}):
+        m = results["memory"]
+        out += [
+            "",
+            "## Memory with a backlog",
+            "",
+            f"Backlog of {m['backlog']:,} queued `sleep` jobs built through "
+            f"{m['built_by']} in {m['build_seconds']:.1f} s "
+            f"({m['build_per_second']:,.0f}/s); journal {m['journal_mib']:.0f} MiB.",
+            "",
+            "| server | RSS MiB | peak MiB |",
+            "| --- | ---: | ---: |",
+            f"| empty backlog | {m['empty']['rss_mib']:.1f} | "
+            f"{m['empty']['peak_mib']:.1f} |",
+            f"| with the backlog | {m['with_backlog']['rss_mib']:.1f} | "
+            f"{m['with_backlog']['peak_mib']:.1f} |",
+            f"| restarted on it | {m['after_restart']['rss_mib']:.1f} | "
+            f"{m['after_restart']['peak_mib']:.1f} |",
+            "",
+            f"Growth: {m['growth_mib']:+.1f} MiB with the backlog, "
+            f"{m['restart_growth_mib']:+.1f} MiB after the restart, which answered "
+            f"after {m['restart_answers_after_seconds']:.2f} s (from process start; "
+            f"on an empty journal it listened after {m['empty_start_seconds']:.2f} "
+            "s).",
+        ]
+    if "layers" in results.get("profile", {}):
+        p = results["profile"]
+        out += [
+            "",
+            "## Where a submission's time goes (SQLite journal)",
+            "",
+            f"py-spy, {p['samples']:,} samples over {p['seconds']} s of wrk -t1 -c50 "
+            f"({p['per_second_while_profiled']:,.0f} req/s while sampled); each "
+            "sample goes to the layer of its innermost known frame.",
+            "",
+            "| layer | share of CPU samples |",
+            "| --- | ---: |",
+            *(f"| {k} | {v:.1%} |" for k, v in p["layers"].items()),
+        ]
+    out += ["", "## Targets (issue 17)", ""]
+    for t in data["targets"]:
+        mark = "met" if t["met"] else "**missed**"
+        out.append(f"- {t['target']}: {t['value']:,.2f} (goal {t['goal']:,}) {mark}")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+RUNNERS: dict[str, Callable[[Settings, Path], dict[str, Any]]] = {
+    "single": run_single,
+    "batch": run_batch,
+    "e2e": run_e2e,
+    "memory": run_memory,
+    "profile": run_profile,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"parts, of {','.join(PARTS + OPTIONAL_PARTS)} (default: all but "
+        f"{','.join(OPTIONAL_PARTS)})",
+    )
+    parser.add_argument("--output", type=Path, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    parts = [p for p in args.only.split(",") if p]
+    if unknown := set(parts) - set(PARTS + OPTIONAL_PARTS):
+        parser.error(f"unknown parts {sorted(unknown)}: choose from {PARTS}")
+    if shutil.which("wrk") is None and {"single", "batch", "profile"} & set(parts):
+        parser.error("wrk is not installed: apt-get install wrk (make bench does)")
+    settings = QUICK if args.quick else FULL
+    output = args.output
+    if output is None:
+        if settings.quick:
+            output = Path(tempfile.gettempdir()) / "bulkhead-bench-service.json"
+        else:
+            output = RESULTS / "service.json"
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="bulkhead-bench-service-") as tmp:
+        for part in parts:
+            log(f"{part} ...")
+            try:
+                results[part] = RUNNERS[part](settings, Path(tmp))
+            except Exception as exc:  # recorded, printed, and the exit status is 1
+                failed = True
+                results[part] = {"error": f"{type(exc).__name__}: {exc}"}
+                log(f"  {part} FAILED: {results[part]['error']}")
+    data = {
+        "command": " ".join(["benchmarks/service.py", *(argv or sys.argv[1:])]),
+        "quick": settings.quick,
+        "settings": asdict(settings),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "seconds": time.perf_counter() - started,
+        "results": results,
+    }
+    data["targets"] = targets(results)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(data, indent=1) + "\n")
+    text = markdown(data)
+    output.with_suffix(".md").write_text(text)
+    print(text)
+    log(f"wrote {output} and {output.with_suffix('.md')} in {data['seconds']:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
