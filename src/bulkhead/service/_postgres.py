@@ -62,8 +62,10 @@ import psycopg.errors
 import trio
 
 from ._journal import (
+    ACTS_ON,
     TERMINAL,
     Accepted,
+    Action,
     Claim,
     Claimed,
     Finish,
@@ -72,8 +74,13 @@ from ._journal import (
     Journal,
     JournalUnavailable,
     NewJob,
+    NewOperation,
+    OperationRecord,
+    OperationState,
     Release,
     State,
+    filter_from_json,
+    filter_to_json,
 )
 
 log = logging.getLogger("bulkhead.service.journal")
@@ -133,6 +140,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         state text NOT NULL,
         n bigint NOT NULL
     );
+    """,
+    # 2: operations (requeue, cancel, purge by filter) and their audit log.
+    """
+    CREATE TABLE bulkhead_operations (
+        id bigserial PRIMARY KEY,
+        action text NOT NULL,
+        filter text NOT NULL,
+        reason text NOT NULL,
+        who text NOT NULL,
+        created_at double precision NOT NULL,
+        state text NOT NULL,
+        matched bigint NOT NULL,
+        done bigint NOT NULL DEFAULT 0,
+        last_id bigint NOT NULL,
+        scanned_to bigint NOT NULL DEFAULT 0,
+        finished_at double precision,
+        error text
+    );
+    CREATE INDEX bulkhead_operations_state ON bulkhead_operations (state, id);
     """,
 )
 """Schema migrations; version N is ``MIGRATIONS[N - 1]``. Append, never edit."""
@@ -1291,6 +1317,261 @@ class PostgresJournal(Journal):
                 result.setdefault(priority, {})[cast(State, state)] = n
         self._last_counts = result
         return result
+
+    # -- operations ---------------------------------------------------------
+    # An operation's chunk locks its jobs (FOR UPDATE, in id order) and its
+    # own row, so instances that carry out the same operation take turns a
+    # chunk at a time and never count a job twice.
+
+    async def start_operation(self, operation: NewOperation) -> OperationRecord:
+        """Record ``operation`` as running, with ``last_id`` and ``matched``.
+
+        Raises:
+          JournalUnavailable: if PostgreSQL cannot be reached.
+        """
+        where, params = _operation_where(
+            operation.filter, operation.action, operation.created_at
+        )
+
+        def start(conn: psycopg.Connection[Any]) -> OperationRecord:
+            with conn.transaction():
+                (last_id,) = conn.execute(
+                    "SELECT coalesce(max(id), 0) FROM bulkhead_jobs"
+                ).fetchone() or (0,)
+                (matched,) = conn.execute(
+                    f"SELECT count(*) FROM bulkhead_jobs WHERE id <= %s AND {where}",
+                    [last_id, *params],
+                ).fetchone() or (0,)
+                row = conn.execute(
+                    "INSERT INTO bulkhead_operations (action, filter, reason, who,"
+                    " created_at, state, matched, last_id)"
+                    " VALUES (%s, %s, %s, %s, %s, 'running', %s, %s)"
+                    f" RETURNING {OPERATION_COLUMNS}",
+                    (
+                        operation.action,
+                        filter_to_json(operation.filter),
+                        operation.reason,
+                        operation.who,
+                        operation.created_at,
+                        matched,
+                        last_id,
+                    ),
+                ).fetchone()
+            assert row is not None
+            return _operation(row)
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return await self._call(start)
+
+    async def advance_operation(
+        self, id: int, *, limit: int, now: float, also_done: int = 0
+    ) -> OperationRecord | None:
+        """Apply operation ``id`` to its next ``limit`` jobs (see
+        :meth:`Journal.advance_operation`).
+
+        Raises:
+          JournalUnavailable: if PostgreSQL cannot be reached.
+        """
+
+        def advance(
+            conn: psycopg.Connection[Any],
+        ) -> tuple[OperationRecord | None, set[int]]:
+            with conn.transaction():
+                row = conn.execute(
+                    f"SELECT {OPERATION_COLUMNS} FROM bulkhead_operations"
+                    " WHERE id = %s FOR UPDATE",
+                    (id,),
+                ).fetchone()
+                if row is None:
+                    return None, set()
+                op = _operation(row)
+                if op.state != "running":
+                    return op, set()
+                where, params = _operation_where(op.filter, op.action, op.created_at)
+                rows = conn.execute(
+                    "SELECT id, priority, state FROM bulkhead_jobs"
+                    f" WHERE id > %s AND id <= %s AND {where}"
+                    " ORDER BY id LIMIT %s FOR UPDATE",
+                    [op.cursor, op.last_id, *params, limit],
+                ).fetchall()
+                changes = _CHANGES[op.action]
+                ids = [r[0] for r in rows if r[2] in changes]
+                deltas: _Deltas = {}
+                for _, priority, state in rows:
+                    if state in changes:
+                        _add_deltas(deltas, [(priority, state, -1)])
+                        if op.action != "purge":
+                            _add_deltas(deltas, [(priority, _BECOMES[op.action], 1)])
+                if ids and op.action == "requeue":
+                    conn.execute(
+                        "UPDATE bulkhead_jobs SET state = 'queued', run_at = %s,"
+                        " attempts = 0, runs = 0, started_at = NULL,"
+                        " finished_at = NULL, result = NULL, error = NULL,"
+                        " instance = NULL, lease_expires = NULL"
+                        " WHERE id = ANY(%s)",
+                        (now, ids),
+                    )
+                elif ids and op.action == "cancel":
+                    conn.execute(
+                        "UPDATE bulkhead_jobs SET state = 'cancelled',"
+                        " finished_at = %s, error = 'cancelled' WHERE id = ANY(%s)",
+                        (now, ids),
+                    )
+                elif ids:
+                    conn.execute("DELETE FROM bulkhead_jobs WHERE id = ANY(%s)", (ids,))
+                _write_deltas(conn, deltas)
+                finished = len(rows) < limit
+                row = conn.execute(
+                    "UPDATE bulkhead_operations SET scanned_to = %s,"
+                    " done = done + %s, state = %s, finished_at = %s WHERE id = %s"
+                    f" RETURNING {OPERATION_COLUMNS}",
+                    (
+                        rows[-1][0] if rows else op.cursor,
+                        len(ids) + also_done,
+                        "done" if finished else "running",
+                        now if finished else None,
+                        id,
+                    ),
+                ).fetchone()
+            assert row is not None
+            requeued = {p for _, p, s in rows if s in changes}
+            return _operation(row), requeued if op.action == "requeue" else set()
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        record, pools = await self._call(advance)
+        if pools:
+            self._wake_pools(pools)
+            await self._notify(pools)
+        return record
+
+    async def end_operation(
+        self, id: int, state: OperationState, *, now: float, error: str | None = None
+    ) -> OperationRecord | None:
+        """End operation ``id`` if running; return it as it was before.
+
+        Raises:
+          JournalUnavailable: if PostgreSQL cannot be reached.
+        """
+
+        def end(conn: psycopg.Connection[Any]) -> OperationRecord | None:
+            with conn.transaction():
+                row = conn.execute(
+                    f"SELECT {OPERATION_COLUMNS} FROM bulkhead_operations"
+                    " WHERE id = %s FOR UPDATE",
+                    (id,),
+                ).fetchone()
+                if row is None:
+                    return None
+                before = _operation(row)
+                if before.state == "running":
+                    conn.execute(
+                        "UPDATE bulkhead_operations SET state = %s,"
+                        " finished_at = %s, error = %s WHERE id = %s",
+                        (state, now, error, id),
+                    )
+            return before
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return await self._call(end)
+
+    async def get_operation(self, id: int) -> OperationRecord | None:
+        """Operation ``id``, or ``None``.
+
+        Raises:
+          JournalUnavailable: if PostgreSQL cannot be reached.
+        """
+
+        def get(conn: psycopg.Connection[Any]) -> OperationRecord | None:
+            row = conn.execute(
+                f"SELECT {OPERATION_COLUMNS} FROM bulkhead_operations WHERE id = %s",
+                (id,),
+            ).fetchone()
+            return None if row is None else _operation(row)
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return await self._call(get)
+
+    async def list_operations(
+        self,
+        *,
+        before: int | None = None,
+        limit: int,
+        state: OperationState | None = None,
+    ) -> Sequence[OperationRecord]:
+        """The audit log, newest first (see :meth:`Journal.list_operations`).
+
+        Raises:
+          JournalUnavailable: if PostgreSQL cannot be reached.
+        """
+        clauses = ["id < %s"]
+        params: list[Any] = [2**63 - 1 if before is None else before]
+        if state is not None:
+            clauses.append("state = %s")
+            params.append(state)
+        query = (
+            f"SELECT {OPERATION_COLUMNS} FROM bulkhead_operations"
+            f" WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT %s"
+        )
+        params.append(limit)
+
+        def select(conn: psycopg.Connection[Any]) -> list[OperationRecord]:
+            return [_operation(r) for r in conn.execute(query, params).fetchall()]
+
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return await self._call(select)
+
+
+OPERATION_COLUMNS: Final = (
+    "id, action, filter, reason, who, created_at, state, matched, done,"
+    " last_id, scanned_to, finished_at, error"
+)
+_CHANGES: Mapping[Action, tuple[str, ...]] = {
+    "requeue": ("failed", "cancelled"),
+    "cancel": ("queued",),
+    "purge": TERMINAL,
+}
+"""The rows an operation's chunk changes (a running job is cancelled by its
+instance, not here)."""
+_BECOMES: Mapping[Action, str] = {"requeue": "queued", "cancel": "cancelled"}
+
+
+def _operation(row: Sequence[Any]) -> OperationRecord:
+    id, action, filter, *rest = row
+    return OperationRecord(id, action, filter_from_json(filter), *rest)
+
+
+def _operation_where(
+    filter: JobFilter, action: Action, now: float
+) -> tuple[str, list[Any]]:
+    """The condition for rows ``action`` acts on that ``filter`` matches."""
+    acts_on = ACTS_ON[action]
+    clauses: list[str] = []
+    params: list[Any] = []
+    state = filter.state
+    if state in ("scheduled", "queued"):
+        due = "> %s" if state == "scheduled" else "<= %s"
+        clauses.append(f"state = 'queued' AND run_at {due}")
+        params.append(now)
+        if "queued" not in acts_on:
+            clauses.append("false")
+    elif state is not None:
+        clauses.append("state = %s")
+        params.append(state)
+        if state not in acts_on:
+            clauses.append("false")
+    else:
+        clauses.append("state = ANY(%s)")
+        params.append(list(acts_on))
+    for column, op, value in (
+        ("type", "=", filter.type),
+        ("priority", "=", filter.priority),
+        ("accepted_at", ">=", filter.since),
+        ("accepted_at", "<", filter.until),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {op} %s")
+            params.append(value)
+    return " AND ".join(clauses), params
 
 
 __all__ = ["TERMINAL", "PostgresJournal"]

@@ -5,7 +5,7 @@ the journal (the 202 is sent once that commit is done); the pool's
 feeder (``_feeder.py``) claims it when it is due and hands
 it to a worker with the pool's blocking ``dispatch``, so the pool is the
 backpressure; its end is written once. Memory holds the jobs running and a
-small prefetch per pool (``_live``), whatever the backlog.
+small prefetch per pool, whatever the backlog.
 
 Shutdown stops the feeders (claimed jobs not yet started go back to the
 queue), then lets running jobs finish within the grace period; a job the
