@@ -28,11 +28,14 @@ class ServerProcess:
         journal: str,
         *args: str,
         env: dict[str, str] | None = None,
-        registry: str = REGISTRY,
+        registry: str | None = None,
     ) -> None:
         self.log = log
         self.journal = journal
-        command = serve_command(registry, "--port", "0", "--journal", journal, *args)
+        # REGISTRY read now, not as a default: tests may patch it.
+        command = serve_command(
+            registry or REGISTRY, "--port", "0", "--journal", journal, *args
+        )
         environment = server_env(env)
         with log.open("ab") as out:
             self.process = subprocess.Popen(

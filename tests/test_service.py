@@ -235,7 +235,7 @@ def test_stats_metrics_and_job_types(client: httpx.Client) -> None:
     )
     metrics = client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
-    assert 'bulkhead_jobs_submitted_total{pool="3"}' in metrics.text
+    assert 'bulkhead_jobs_submitted_total{pool="high"}' in metrics.text
     assert "bulkhead_job_duration_seconds_bucket" in metrics.text
     types = client.get("/job-types").json()
     assert set(types) == {"add", "sleep", "fail", "digest", "thumbnail"}

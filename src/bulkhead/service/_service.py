@@ -207,8 +207,15 @@ class Service:
         retry = (
             Retry(attempts=config.retry_attempts) if config.retry_attempts > 1 else None
         )
+        # Named as the service names them, so metrics and logs say "high".
         return [
-            PoolConfig(p.priority, p.workers, timeout=config.job_timeout, retry=retry)
+            PoolConfig(
+                p.priority,
+                p.workers,
+                timeout=config.job_timeout,
+                retry=retry,
+                name=pool_name(p.priority),
+            )
             for p in config.pools
         ]
 

@@ -5,8 +5,11 @@ One writer connection, used only from :func:`trio.to_thread.run_sync` under a
 lets readers run beside the writer; ``:memory:`` has one connection for
 both). A single writer task takes whatever piled up since its last
 transaction (submissions, claims, ends, releases, cancels) and commits it in
-one (group commit): a burst costs one fsync. WAL with ``synchronous=FULL``:
-a committed job survives a crash of the process and of the machine.
+one (group commit): a burst costs one fsync. WAL, with ``synchronous=FULL``
+for a transaction that holds submissions or cancels: an accepted job
+survives a crash of the process and of the machine. Transactions of claims,
+ends and releases alone skip their fsync (``NORMAL``): a crash of the process
+loses none of them, a power loss may queue the last few jobs again.
 
 Ownership: :meth:`SQLiteJournal.open` takes an exclusive ``flock`` on
 ``<file>.lock`` for the life of the process, so a second ``bulkhead serve``
@@ -201,6 +204,7 @@ class SQLiteJournal(Journal):
         # Ends queued but not committed yet: get() shows them at once.
         self._ending: dict[int, Finish] = {}
         self._wakers: dict[int, tuple[trio.Event, float | None]] = {}
+        self._synchronous = "FULL"
 
     def __repr__(self) -> str:
         return f"<bulkhead.service.SQLiteJournal {self.location!r}>"
@@ -404,6 +408,8 @@ class SQLiteJournal(Journal):
         if db is None:
             raise sqlite3.OperationalError("the journal is closed")
         changes: Counter[Any] = Counter()
+        if self.durable:
+            self._sync_for(db, batch)
         with self._transaction(db):
             if not batch:
                 # A probe: rewriting the schema version writes a page.
@@ -421,6 +427,18 @@ class SQLiteJournal(Journal):
             if prune:
                 self._prune(db, now, changes)
         return changes
+
+    def _sync_for(self, db: sqlite3.Connection, batch: _Batch) -> None:
+        # Only what a client was promised must reach the disk before the
+        # answer: submissions and cancels. Claims, ends and releases commit
+        # without an fsync of their own (WAL, synchronous=NORMAL): a crashed
+        # process loses none of them; a power loss may undo the last few,
+        # which queues those jobs again (at least once), and the next durable
+        # commit syncs them all.
+        level = "FULL" if batch.accepts or batch.cancels else "NORMAL"
+        if level != self._synchronous:
+            db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
 
     def _insert(
         self, db: sqlite3.Connection, jobs: Sequence[NewJob], changes: Counter[Any]
