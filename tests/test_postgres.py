@@ -24,7 +24,7 @@ from bulkhead.service._journal import (
     NewJob,
     Release,
 )
-from bulkhead.service._postgres import PostgresJournal, redact
+from bulkhead.service._postgres import MIGRATIONS, PostgresJournal, redact
 
 from ._postgres_server import (
     PostgresServer,
@@ -544,7 +544,10 @@ async def test_two_instances_migrate_once(postgres_url: str) -> None:
     def versions(conn: psycopg.Connection[Any]) -> Any:
         return conn.execute("SELECT version FROM bulkhead_schema_version").fetchall()
 
-    assert await journals[0]._conns.run(versions) == [(1,)]
+    latest = len(MIGRATIONS)
+    assert await journals[0]._conns.run(versions) == [
+        (v,) for v in range(1, latest + 1)
+    ]
 
     def newer(conn: psycopg.Connection[Any]) -> None:
         conn.execute("INSERT INTO bulkhead_schema_version VALUES (99)")
@@ -552,7 +555,8 @@ async def test_two_instances_migrate_once(postgres_url: str) -> None:
     await journals[0]._conns.run(newer)
     with pytest.raises(
         JournalUnavailable,
-        match=r"^journal .*: schema version 99 is newer than this bulkhead's \(1\)",
+        match=rf"^journal .*: schema version 99 is newer than this bulkhead's"
+        rf" \({latest}\)",
     ):
         await PostgresJournal(postgres_url).open()
     for journal in journals:
