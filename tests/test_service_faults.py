@@ -299,14 +299,13 @@ def test_a_second_server_on_the_same_journal_refuses_and_runs_nothing_issue_17(
         status, lines = refused(first.journal)
         assert status == 2, lines
         one_line_naming(lines, f"journal {first.journal}: ", "another bulkhead serve")
-        views = poll(
-            lambda: (
-                (v := [job(c, id) for id in ids])
-                and all(x["state"] == "succeeded" for x in v)
-                and v
-            ),
-            "the first server finished its jobs",
-        )
+
+        def all_succeeded() -> list[dict[str, Any]] | None:
+            # Not ``v and all(...) and v`` in a lambda: mypy 2.4 infers object.
+            v = [job(c, id) for id in ids]
+            return v if all(x["state"] == "succeeded" for x in v) else None
+
+        views = poll(all_succeeded, "the first server finished its jobs")
         assert [v["resumed"] for v in views] == [0] * len(ids)
         assert first.stop() == 0
     assert finished_events(first) == dict.fromkeys(ids, 1)
