@@ -153,8 +153,8 @@ def _add_jobs_commands(commands: Any) -> None:
         command = actions.add_parser(name, help=text, description=text + ".")
         command.add_argument(
             "--url",
-            default=os.environ.get("BULKHEAD_URL", "http://127.0.0.1:8080"),
-            help="the service [BULKHEAD_URL, default http://127.0.0.1:8080]",
+            default="http://127.0.0.1:8080",
+            help="the service [default http://127.0.0.1:8080]",
         )
         command.add_argument(
             "--token",
