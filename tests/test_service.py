@@ -333,6 +333,12 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "when: Extra inputs are not permitted",
     ),
     (
+        "NUL in the idempotency key",
+        {"type": "add", "args": {"x": 1}, "idempotency_key": "a\x00b"},
+        422,
+        "idempotency_key: String should match pattern",
+    ),
+    (
         "boolean priority",
         {"type": "add", "priority": True},
         422,

@@ -65,7 +65,11 @@ class JobSubmission(pydantic.BaseModel):
     args: dict[str, Any] = pydantic.Field(default_factory=dict)
     """The job function's arguments by name."""
     idempotency_key: str | None = pydantic.Field(
-        default=None, min_length=1, max_length=200
+        # No NUL: PostgreSQL's text cannot hold one.
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]*$",
     )
     """A second submission with the same key returns the first job's id."""
     delay: Annotated[float | None, pydantic.BeforeValidator(_number)] = pydantic.Field(
