@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 from bulkhead.service._journal import (
     Action,
@@ -500,3 +501,26 @@ async def test_operations_fail_cleanly_once_the_journal_is_closed(
         journal.close()
         with pytest.raises(JournalUnavailable, match="closed"):
             await journal.start_operation(operation("purge"))
+
+
+def reader_open(journal: SQLiteJournal) -> bool:
+    return journal._reader is not None
+
+
+async def test_closing_waits_for_reads_in_flight(tmp_path: Path) -> None:
+    # Regression: the reader connection was closed while a read ran on it in
+    # another thread, which crashed the process (SIGSEGV in sqlite3).
+    journal = SQLiteJournal(str(tmp_path / "journal.sqlite3"))
+    await journal.open()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(journal.run)
+        (accepted,) = await journal.accept([job()])
+        async with journal._read_limiter:  # a read in flight
+            journal.close()
+            # Long enough for the close to run if it did not wait for it.
+            await trio.sleep(0.3)
+            assert reader_open(journal)
+        # The read done, the close goes on.
+    assert not reader_open(journal)
+    with pytest.raises(JournalUnavailable, match="closed"):
+        await journal.get(accepted.id)

@@ -341,9 +341,21 @@ class SQLiteJournal(Journal):
                 backoff = min(backoff * 2, RETRY_BACKOFF[1])
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(
-                    self._close_connections, limiter=self._write_limiter
-                )
+                await self._close_when_idle()
+
+    async def _close_when_idle(self) -> None:
+        # Each connection is used by one thread at a time, under its limiter:
+        # closing the reader while a read runs on it crashes SQLite, so the
+        # close waits for both limiters.
+        if self._read_limiter is self._write_limiter:
+            await trio.to_thread.run_sync(
+                self._close_connections, limiter=self._write_limiter
+            )
+            return
+        async with self._read_limiter:
+            await trio.to_thread.run_sync(
+                self._close_connections, limiter=self._write_limiter
+            )
 
     def _abandon_unwritten(self) -> None:
         ids = [f.id for f in self._batch.finishes] + [
