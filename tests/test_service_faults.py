@@ -634,7 +634,7 @@ def test_a_job_that_kills_its_process_fails_after_max_attempts_issue_17(
     assert statuses == [-signal.SIGKILL, 0]
     assert poison["state"] == "failed"
     assert poison["error"] == (
-        "run 2 times without finishing (its process died or was stopped each "
+        "claimed 2 times without finishing (its process died or was stopped each "
         "time); BULKHEAD_MAX_ATTEMPTS is 2"
     )
     assert [v["state"] for v in others] == ["succeeded"] * 30
