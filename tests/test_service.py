@@ -339,6 +339,12 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "idempotency_key: String should match pattern",
     ),
     (
+        "a schedule's key",
+        {"type": "add", "args": {"x": 1}, "idempotency_key": "schedule:x:1"},
+        422,
+        "idempotency_key: keys starting with 'schedule:' are the schedules'",
+    ),
+    (
         "boolean priority",
         {"type": "add", "priority": True},
         422,

@@ -19,6 +19,7 @@ from ._errors import BacklogFull, FieldError, SubmissionInvalid, Unavailable
 from ._journal import Accepted, Journal, JournalUnavailable, NewJob
 from ._registry import ArgumentsInvalid, JobRegistry, resolve_priority
 from ._running import DrainRate
+from ._schedules import SCHEDULE_KEYS
 from ._views import pool_name
 
 
@@ -114,6 +115,16 @@ class Intake:
             run_at = now + submission.delay
         elif submission.run_at is not None:
             run_at = max(now, submission.run_at.timestamp())
+        key = submission.idempotency_key
+        if key is not None and key.startswith(SCHEDULE_KEYS):
+            # A client's key there could take a periodic job's fire time.
+            errors.append(
+                FieldError(
+                    "idempotency_key",
+                    f"keys starting with {SCHEDULE_KEYS!r} are the schedules'; "
+                    "choose another",
+                )
+            )
         if errors:
             raise SubmissionInvalid(errors)
         return NewJob(

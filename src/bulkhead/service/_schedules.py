@@ -75,6 +75,10 @@ from ._journal import TERMINAL, JobRecord, Journal, JournalUnavailable, NewJob
 
 log = logging.getLogger("bulkhead.service.schedules")
 
+SCHEDULE_KEYS = "schedule:"
+"""The prefix of the idempotency keys of periodic jobs' runs: clients
+may not use it."""
+
 Overlap = Literal["skip", "allow"]
 CatchUp = Literal["skip", "latest", "all"]
 OVERLAP: tuple[Overlap, ...] = ("skip", "allow")
@@ -204,7 +208,7 @@ class Schedule:
     @property
     def key_prefix(self) -> str:
         """What every run's idempotency key starts with."""
-        return f"schedule:{self.name}:"
+        return f"{SCHEDULE_KEYS}{self.name}:"
 
     def key(self, fire_time: float) -> str:
         """The idempotency key of the run at ``fire_time``."""
