@@ -471,7 +471,7 @@ def test_keyboard_only_navigation_reaches_search_and_actions(
     _wait(dashboard).until(lambda d: dialog.get_attribute("open") is None)
     assert dashboard.switch_to.active_element.get_attribute("id") == "bulk-button"
     assert _console_errors(dashboard) == []
-    if os.environ.get("BULKHEAD_SCREENSHOT"):  # refresh the picture in the docs
+    if os.environ.get("UPDATE_SCREENSHOT"):  # refresh the picture in the docs
         dashboard.execute_script("window.scrollTo(0, 0)")
         dashboard.save_screenshot(str(SCREENSHOT))
 
