@@ -692,15 +692,7 @@ class SQLiteJournal(Journal):
         elif filter.state is not None:
             where.append("state = ?")
             params.append(filter.state)
-        for column, value, test in (
-            ("type", filter.type, "="),
-            ("priority", filter.priority, "="),
-            ("accepted_at", filter.since, ">="),
-            ("accepted_at", filter.until, "<"),
-        ):
-            if value is not None:
-                where.append(f"{column} {test} ?")
-                params.append(value)
+        _match_columns(filter, where, params)
         before = dict(self._ending)
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
@@ -969,6 +961,12 @@ def _matching(filter: JobFilter, action: Action, now: float) -> tuple[str, list[
     else:
         where.append(f"state IN ({', '.join('?' * len(acts_on))})")
         params += acts_on
+    _match_columns(filter, where, params)
+    return " AND ".join(where), params
+
+
+def _match_columns(filter: JobFilter, where: list[str], params: list[Any]) -> None:
+    """Add the conditions on ``filter``'s type, pool and acceptance time."""
     for column, value, test in (
         ("type", filter.type, "="),
         ("priority", filter.priority, "="),
@@ -978,4 +976,3 @@ def _matching(filter: JobFilter, action: Action, now: float) -> tuple[str, list[
         if value is not None:
             where.append(f"{column} {test} ?")
             params.append(value)
-    return " AND ".join(where), params
