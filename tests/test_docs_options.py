@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import pytest
 
 import bulkhead
 from bulkhead.service._config import OPTIONS
@@ -32,7 +31,6 @@ BUILD_ONLY = {"BULKHEAD_DOCS_INTERSPHINX"}
 
 
 def _extension() -> Any:
-    pytest.importorskip("sphinx")
     path = DOCS / "_ext" / "bulkhead_options.py"
     spec = importlib.util.spec_from_file_location("bulkhead_options", path)
     assert spec is not None

@@ -291,7 +291,7 @@ def test_the_dashboard_is_open_without_a_token(tmp_path: Path) -> None:
 def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Headless Chromium, a fresh profile, no network of its own."""
     if not (Path(CHROMEDRIVER).exists() and Path(CHROMIUM).exists()):
-        pytest.skip("needs chromium and chromium-driver (make test installs them)")
+        pytest.fail("needs chromium and chromium-driver (make test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
 
