@@ -544,7 +544,8 @@ async def test_two_instances_migrate_once(postgres_url: str) -> None:
     def versions(conn: psycopg.Connection[Any]) -> Any:
         return conn.execute("SELECT version FROM bulkhead_schema_version").fetchall()
 
-    assert await journals[0]._conns.run(versions) == [(1,)]
+    # Each migration once (2: operations).
+    assert await journals[0]._conns.run(versions) == [(1,), (2,)]
 
     def newer(conn: psycopg.Connection[Any]) -> None:
         conn.execute("INSERT INTO bulkhead_schema_version VALUES (99)")
@@ -552,7 +553,7 @@ async def test_two_instances_migrate_once(postgres_url: str) -> None:
     await journals[0]._conns.run(newer)
     with pytest.raises(
         JournalUnavailable,
-        match=r"^journal .*: schema version 99 is newer than this bulkhead's \(1\)",
+        match=r"^journal .*: schema version 99 is newer than this bulkhead's \(2\)",
     ):
         await PostgresJournal(postgres_url).open()
     for journal in journals:
