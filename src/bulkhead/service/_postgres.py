@@ -1305,8 +1305,8 @@ class PostgresJournal(Journal):
             ).fetchall()
 
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._writable:
-            return self._last_counts
+        # Read even while writes fail: the counts must not stay stale after
+        # PostgreSQL is back just because this instance has written nothing.
         try:
             rows = await self._call(counts)
         except JournalUnavailable:
