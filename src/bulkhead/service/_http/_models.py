@@ -53,8 +53,17 @@ class JobSubmission(pydantic.BaseModel):
         extra="forbid",
         use_attribute_docstrings=True,
         allow_inf_nan=False,
-        # The service refuses both at once; the schema says so.
-        json_schema_extra={"not": {"required": ["delay", "run_at"]}},
+        # The service refuses both at once (a null is as good as absent);
+        # the schema says so.
+        json_schema_extra={
+            "not": {
+                "required": ["delay", "run_at"],
+                "properties": {
+                    "delay": {"not": {"type": "null"}},
+                    "run_at": {"not": {"type": "null"}},
+                },
+            }
+        },
     )
 
     type: str = pydantic.Field(min_length=1, max_length=200)
