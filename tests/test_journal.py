@@ -28,6 +28,7 @@ from bulkhead.service._journal import (
     NewJob,
     NewOperation,
     Release,
+    Start,
     State,
 )
 from bulkhead.service._postgres import PostgresJournal
@@ -122,10 +123,17 @@ async def test_accept_then_claim_then_finish(journal: Journal) -> None:
         accepted.id,
         "add",
         '{"x": 1}',
-        1,
+        0,
     )
     assert claim.next_run_at is None
-    assert (await journal.get(accepted.id)).state == "running"  # type: ignore[union-attr]
+    record = await journal.get(accepted.id)
+    assert record is not None
+    assert (record.state, record.runs) == ("running", 0)  # claimed, not started
+    with trio.fail_after(5):
+        assert await journal.started(Start(claimed.id, claimed.lease, 7.0))
+    record = await journal.get(accepted.id)
+    assert record is not None
+    assert (record.state, record.runs, record.started_at) == ("running", 1, 7.0)
     journal.finish(ended(claimed.id, claimed.lease))
     # Shown at once, before the writer commits it.
     record = await journal.get(accepted.id)
@@ -201,25 +209,43 @@ async def test_a_submission_wakes_the_pools_waiter(journal: Journal) -> None:
 async def test_a_release_puts_a_claimed_job_back(journal: Journal) -> None:
     await journal.accept([job(), job()])
     first, second = (await journal.claim(3, 2)).jobs
-    journal.release(Release(first.id, first.lease, ran=False))
-    journal.release(Release(second.id, second.lease, ran=True))
+    assert await journal.started(Start(second.id, second.lease, 7.0))
+    journal.release(Release(first.id, first.lease))
+    journal.release(Release(second.id, second.lease))
     await until_written(journal, first.id, "queued")
     await until_written(journal, second.id, "queued")
     again = {c.id: c.runs for c in (await journal.claim(3, 2)).jobs}
-    assert again == {first.id: 1, second.id: 2}  # a job never started is no run
+    assert again == {first.id: 0, second.id: 1}  # a job never started is no run
+
+
+@contract
+async def test_a_start_and_an_end_in_one_transaction_both_count(
+    journal: Journal,
+) -> None:
+    (accepted,) = await journal.accept([job()])
+    (claimed,) = (await journal.claim(3, 1)).jobs
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.started, Start(claimed.id, claimed.lease, 7.0))
+        await trio.testing.wait_all_tasks_blocked()
+        journal.finish(ended(claimed.id, claimed.lease))
+    await until_written(journal, accepted.id, "succeeded")
+    record = await journal.get(accepted.id)
+    assert record is not None
+    assert (record.state, record.runs) == ("succeeded", 1)
 
 
 @contract
 async def test_a_stale_lease_cannot_end_or_release_a_job(journal: Journal) -> None:
     (accepted,) = await journal.accept([job()])
     (claimed,) = (await journal.claim(3, 1)).jobs
+    assert not await journal.started(Start(claimed.id, claimed.lease + 1, 7.0))
     journal.finish(ended(claimed.id, claimed.lease + 1, "failed"))
-    journal.release(Release(claimed.id, claimed.lease + 1, ran=True))
+    journal.release(Release(claimed.id, claimed.lease + 1))
     journal.finish(ended(claimed.id, claimed.lease))
     await until_written(journal, accepted.id, "succeeded")
     record = await journal.get(accepted.id)
     assert record is not None
-    assert (record.state, record.error) == ("succeeded", None)
+    assert (record.state, record.error, record.runs) == ("succeeded", None, 0)
 
 
 @contract
@@ -276,17 +302,19 @@ async def test_a_reopened_journal_queues_again_what_was_left_running(
     path = str(tmp_path / "journal.sqlite3")
     async with running(SQLiteJournal(path)) as first:
         await first.accept([job(), job(), job()])
-        claimed = (await first.claim(3, 2)).jobs
-        journal_ended = claimed[0]
+        claimed = (await first.claim(3, 3)).jobs
+        journal_ended, started = claimed[:2]
         first.finish(ended(journal_ended.id, journal_ended.lease))
+        assert await first.started(Start(started.id, started.lease, 7.0))
     second = SQLiteJournal(path)
-    assert await second.open() == 1  # the one left running
+    assert await second.open() == 2  # the two left running
     async with trio.open_nursery() as nursery:
         await nursery.start(second.run)
         counts = await second.counts()
         assert counts[3] == {"queued": 2, "succeeded": 1}
         again = (await second.claim(3, 5)).jobs
-        assert sorted(c.runs for c in again) == [1, 2]
+        # The one that started counts a run; the one only claimed does not.
+        assert sorted(c.runs for c in again) == [0, 1]
         second.close()
 
 
@@ -337,7 +365,7 @@ async def test_a_wave_2_journal_is_migrated(tmp_path: Path) -> None:
     async with running(SQLiteJournal(str(path))) as journal:
         assert (await journal.counts())[3] == {"queued": 1, "succeeded": 1}
         (claimed,) = (await journal.claim(3, 5)).jobs
-        assert (claimed.run_at, claimed.runs) == (5.0, 3)
+        assert (claimed.run_at, claimed.runs) == (5.0, 2)
 
 
 # ------------------------------------------------------------- operations
@@ -350,6 +378,7 @@ async def failed_and_succeeded(journal: Journal, failed: int, succeeded: int) ->
     await journal.accept([job() for _ in range(n)])
     claimed = (await journal.claim(3, n)).jobs
     for i, c in enumerate(claimed):
+        assert await journal.started(Start(c.id, c.lease, 7.0))  # runs = 1
         journal.finish(ended(c.id, c.lease, "failed" if i < failed else "succeeded"))
     await until_written(journal, claimed[-1].id, "succeeded" if succeeded else "failed")
     for _ in range(1000):

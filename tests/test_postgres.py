@@ -23,6 +23,7 @@ from bulkhead.service._journal import (
     JournalUnavailable,
     NewJob,
     Release,
+    Start,
 )
 from bulkhead.service._postgres import MIGRATIONS, PostgresJournal, redact
 
@@ -97,10 +98,11 @@ async def test_accept_claim_finish_round_trip(postgres_url: str) -> None:
         assert not any(a.duplicate for a in accepted)
         claim = await journal.claim(1, 10)
         assert [c.id for c in claim.jobs] == ids[:2]
-        assert [(c.runs, c.lease, c.type) for c in claim.jobs] == [(1, 1, "add")] * 2
+        assert [(c.runs, c.lease, c.type) for c in claim.jobs] == [(0, 1, "add")] * 2
         assert claim.jobs[1].args == '{"x": 2}'
         assert claim.next_run_at is None
         first = claim.jobs[0]
+        assert await journal.started(Start(first.id, first.lease, 7.0))
         journal.finish(succeeded(first.id, first.lease, "42"))
         record = await journal.get(first.id)  # shown before the commit
         assert record is not None
@@ -139,7 +141,7 @@ async def test_batch_is_all_or_nothing(postgres_url: str) -> None:
         bad = NewJob("a\x00", 1, "{}", time.time(), time.time())
         with pytest.raises(JournalUnavailable, match=r"^journal postgresql://"):
             await journal._call(
-                lambda conn: journal._write(conn, [[job(key="b"), bad]], [])
+                lambda conn: journal._write(conn, [[job(key="b"), bad]], [], [])
             )
         assert await journal.counts() == {}
         assert await journal.list(JobFilter(), after=0, limit=10, now=time.time()) == []
@@ -236,6 +238,7 @@ async def test_an_expired_lease_is_rescued_within_lease_and_heartbeat(
         async with running(postgres_url) as dying:
             (accepted,) = await dying.accept([job()])
             (claimed,) = (await dying.claim(1, 1)).jobs
+            assert await dying.started(Start(claimed.id, claimed.lease, 7.0))
             await trio.sleep(2 * HEARTBEAT)  # renewed: still its own
             assert await committed(survivor, accepted.id, "running")
         # `dying` stopped renewing (as if killed) right now, at the latest.
@@ -247,7 +250,7 @@ async def test_an_expired_lease_is_rescued_within_lease_and_heartbeat(
         await eventually(rescued, "the job was never rescued")
         assert time.monotonic() - stopped <= LEASE + HEARTBEAT + SLACK
         (again,) = (await survivor.claim(1, 1)).jobs
-        assert (again.id, again.runs, again.lease) == (claimed.id, 2, claimed.lease + 1)
+        assert (again.id, again.runs, again.lease) == (claimed.id, 1, claimed.lease + 1)
         assert await survivor.counts() == {1: {"running": 1}}
 
 
@@ -274,16 +277,19 @@ async def test_a_stale_owner_cannot_finish_a_rescued_job(
         async with running(postgres_url, instance="stale") as stale:
             (accepted,) = await stale.accept([job()])
             (old,) = (await stale.claim(1, 1)).jobs
+            assert await stale.started(Start(old.id, old.lease, 7.0))
         # "stale" stopped renewing; its job is rescued and runs elsewhere.
         await eventually(
             lambda: committed(survivor, accepted.id, "queued"), "never rescued"
         )
         (new,) = (await survivor.claim(1, 1)).jobs
         assert new.lease == old.lease + 1
+        assert await survivor.started(Start(new.id, new.lease, 8.0))
         # The stale owner wakes up (same instance name) and reports late.
         async with running(postgres_url, instance="stale") as woken:
+            assert not await woken.started(Start(old.id, old.lease, 9.0))
             woken.finish(succeeded(old.id, old.lease, "stale"))
-            woken.release(Release(old.id, old.lease, ran=True))
+            woken.release(Release(old.id, old.lease))
         assert any(
             getattr(r, "event", None) == "stale_write_dropped" for r in caplog.records
         )
@@ -304,8 +310,9 @@ async def test_release_gives_a_job_back(postgres_url: str) -> None:
     async with running(postgres_url) as journal:
         await journal.accept([job(), job()])
         started, unstarted = (await journal.claim(1, 2)).jobs
-        journal.release(Release(started.id, started.lease, ran=True))
-        journal.release(Release(unstarted.id, unstarted.lease, ran=False))
+        assert await journal.started(Start(started.id, started.lease, 7.0))
+        journal.release(Release(started.id, started.lease))
+        journal.release(Release(unstarted.id, unstarted.lease))
         shown = await journal.get(unstarted.id)
         assert shown is not None
         assert (shown.state, shown.runs) == ("queued", 0)
@@ -313,7 +320,7 @@ async def test_release_gives_a_job_back(postgres_url: str) -> None:
             lambda: committed(journal, unstarted.id, "queued"), "never released"
         )
         again = {c.id: c.runs for c in (await journal.claim(1, 2)).jobs}
-        assert again == {started.id: 2, unstarted.id: 1}
+        assert again == {started.id: 1, unstarted.id: 0}
 
 
 async def test_notify_wakes_another_instance_at_once(postgres_url: str) -> None:

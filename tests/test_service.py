@@ -991,8 +991,10 @@ async def test_sigkill_then_restart_resumes_every_accepted_job(
         second.kill()
     assert all(view["state"] == "succeeded" for view in views)
     assert 0 < resumed <= len(ids)
-    # Jobs recorded whose 202 the kill cut off resume too (at least once).
-    assert resumed - 10 <= sum(view["resumed"] for view in views) <= resumed
+    # Of the jobs the dead process had claimed, those a worker had started
+    # count a run the crash ended; the ones claimed ahead of a worker do not.
+    assert 0 < sum(view["resumed"] for view in views) <= resumed
+    assert all(view["resumed"] in (0, 1) for view in views)
     logged = [e for e in second.events() if e.get("event") == "resumed"]
     assert logged[0]["requeued"] == resumed
     print(f"\ncrash: {len(ids)} accepted before SIGKILL, {resumed} resumed")

@@ -11,7 +11,7 @@ at most ``prefetch`` claimed jobs per pool beside the running ones.
 
 When the feeder is cancelled (the shutdown), every job it claimed and did not
 start goes back to the queue (:meth:`Journal.release`), never counted as a
-run.
+run: a run is counted when a worker takes the job (:meth:`Journal.started`).
 """
 
 from __future__ import annotations
@@ -117,4 +117,4 @@ class Feeder:
     def _release(self, running: Running) -> None:
         claimed = running.claimed
         del self.live[claimed.id]
-        self.journal.release(Release(claimed.id, claimed.lease, ran=False))
+        self.journal.release(Release(claimed.id, claimed.lease))

@@ -101,8 +101,9 @@ class Claimed:
     args: str
     """JSON text."""
     runs: int
-    """How often it was claimed, this time included: more than one means an
-    earlier run was interrupted (crash, shutdown, lost lease)."""
+    """How often it started before this claim (:meth:`Journal.started`):
+    more than zero means an earlier run was interrupted (crash, shutdown,
+    lost lease). A claim that never started is not a run."""
     accepted_at: float
     run_at: float
     lease: int
@@ -143,13 +144,36 @@ class Finish:
 
 @final
 @attrs.frozen
+class Start:
+    """A worker took a claimed job: one more run of it."""
+
+    id: int
+    lease: int
+    started_at: float
+
+
+@final
+@attrs.define(eq=False)
+class PendingStart:
+    """A :class:`Start` waiting for the writer (both stores queue them)."""
+
+    start: Start
+    done: trio.Event = attrs.field(factory=trio.Event)
+    applied: bool = False
+    """Set with ``done``: whether the lease was still the job's."""
+
+    async def wait(self) -> bool:
+        await self.done.wait()
+        return self.applied
+
+
+@final
+@attrs.frozen
 class Release:
     """A claimed job given back to the queue (shutdown), with its lease."""
 
     id: int
     lease: int
-    ran: bool
-    """Whether it started: a job never started does not count as a run."""
 
 
 @final
@@ -315,7 +339,7 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     async def claim(self, priority: int, limit: int) -> Claim:
         """Take up to ``limit`` due jobs of pool ``priority``: they become
-        ``running`` here, their ``runs`` counted.
+        ``running`` here (their ``runs`` are counted when they start).
 
         Raises:
           JournalUnavailable: if the store cannot be read or written now.
@@ -326,6 +350,17 @@ class Journal(abc.ABC):
         """Return when a job of pool ``priority`` may have become due: a
         submission to it, ``until`` (Unix time) passing, or, where other
         instances submit, a notification or the poll interval."""
+
+    @abc.abstractmethod
+    async def started(self, start: Start) -> bool:
+        """Count one run of a claimed job and record when it started; return
+        once committed (retried until it is, as :meth:`finish`), before the
+        job's function is called. So a job that kills its process is counted
+        at every run, and a job claimed beside it that never started is not.
+
+        Returns whether the job is still this instance's: ``False`` if its
+        lease was lost (rescued elsewhere): the run must not go on.
+        """
 
     @abc.abstractmethod
     def finish(self, finish: Finish) -> None:

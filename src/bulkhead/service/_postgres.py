@@ -14,12 +14,17 @@ is a row of ``bulkhead_jobs``; what makes sharing safe:
   jobs run again within ``lease + heartbeat``. Right after PostgreSQL itself
   restarted, nothing is rescued for one lease: the live instances renew
   first (their leases ran out while nobody could renew them).
-* **Fencing**: an end (:meth:`~PostgresJournal.finish`) or a release
-  updates its row only ``WHERE lease = <its token> AND state = 'running'``;
-  a stale owner's late write matches nothing, is logged and dropped.
+* **Fencing**: a start (:meth:`~PostgresJournal.started`), an end
+  (:meth:`~PostgresJournal.finish`) or a release updates its row only
+  ``WHERE lease = <its token> AND state = 'running'``; a stale owner's late
+  write matches nothing, is logged and dropped (a stale start also stops
+  the run before it begins).
 * **Group commit**: one writer task per instance commits every accept,
-  finish and release queued since its last transaction in one transaction
-  (``synchronous_commit`` as the server has it; ``on`` by default).
+  start, finish and release queued since its last transaction in one
+  transaction. With submissions in it, ``synchronous_commit`` is as the
+  server has it (``on`` by default: a 202 survives a crash of PostgreSQL);
+  without, it is ``off``: a crash of the instance loses none of them, a
+  crash of PostgreSQL may run the last few jobs again.
 * **Counts** are deltas the same transactions append to
   ``bulkhead_counts`` (insert-only: no row every writer fights over);
   the heartbeat folds them into one row per pool and state, so
@@ -77,7 +82,9 @@ from ._journal import (
     NewOperation,
     OperationRecord,
     OperationState,
+    PendingStart,
     Release,
+    Start,
     State,
     filter_from_json,
     filter_to_json,
@@ -330,14 +337,19 @@ class _AcceptRequest:
     error: JournalUnavailable | None = None
 
 
+_WHAT = {Start: "start", Finish: "end", Release: "release"}
+"""How the log names each write a stale lease drops."""
+
+
 @final
 @attrs.define(eq=False)
 class _Written:
     """What one group-commit transaction did."""
 
     accepted: list[list[Accepted]]
+    started: set[int]
     applied: list[int]
-    dropped: list[Finish | Release]
+    dropped: list[Finish | Release | Start]
     queued: set[int]
     """Pools that got due work (for wake-ups)."""
 
@@ -455,6 +467,7 @@ class PostgresJournal(Journal):
         self._wake = trio.Event()
         self._accepts: list[_AcceptRequest] = []
         self._ends: dict[int, Finish | Release] = {}
+        self._starts: list[PendingStart] = []
         self._wakeups: dict[int, trio.Event] = {}
         self._dirty: set[int] = set()
         self._last_counts: Mapping[int, Mapping[State, int]] = {}
@@ -590,7 +603,7 @@ class PostgresJournal(Journal):
         while True:
             if self._closed:
                 deadline = min(deadline, trio.current_time() + self._close_timeout)
-            if not (self._accepts or self._ends):
+            if not (self._accepts or self._ends or self._starts):
                 if self._closed:
                     return
                 if self._writable:
@@ -598,10 +611,14 @@ class PostgresJournal(Journal):
             self._wake = trio.Event()
             accepts = self._take_accepts()
             ends = list(self._ends.values())
+            starts, self._starts = self._starts, []
             try:
                 written = await self._conns.run(
                     functools.partial(
-                        self._write, batches=[a.jobs for a in accepts], ends=ends
+                        self._write,
+                        batches=[a.jobs for a in accepts],
+                        starts=[p.start for p in starts],
+                        ends=ends,
                     )
                 )
             except psycopg.Error as exc:
@@ -620,6 +637,7 @@ class PostgresJournal(Journal):
                 for request in accepts:
                     request.error = error
                     request.done.set()
+                self._starts[:0] = starts  # retried, as the ends
                 if trio.current_time() >= deadline:
                     log.error(
                         "journal closed with %d job ends unwritten: they run "
@@ -630,6 +648,8 @@ class PostgresJournal(Journal):
                             "jobs": sorted(self._ends),
                         },
                     )
+                    for pending in self._starts:  # never ran: not counted
+                        pending.done.set()
                     return
                 await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
                 backoff = min(backoff * 2, RETRY_MAX)
@@ -642,17 +662,24 @@ class PostgresJournal(Journal):
             for request, result in zip(accepts, written.accepted, strict=True):
                 request.result = result
                 request.done.set()
+            for pending in starts:
+                pending.applied = pending.start.id in written.started
+                pending.done.set()
             for end in ends:
                 if self._ends.get(end.id) is end:
                     del self._ends[end.id]
-            for end in written.dropped:
+            for stale in written.dropped:
                 log.warning(
                     "dropped a stale %s of job %d: its lease %d is no longer "
                     "the job's (it was rescued and claimed again)",
-                    "end" if isinstance(end, Finish) else "release",
-                    end.id,
-                    end.lease,
-                    extra={"event": "stale_write_dropped", "job": end.id},
+                    _WHAT[type(stale)],
+                    stale.id,
+                    stale.lease,
+                    extra={
+                        "event": "stale_write_dropped",
+                        "job": stale.id,
+                        "write": _WHAT[type(stale)],
+                    },
                 )
             if written.queued:
                 await self._notify(written.queued)
@@ -695,17 +722,28 @@ class PostgresJournal(Journal):
         self,
         conn: psycopg.Connection[Any],
         batches: list[Sequence[NewJob]],
+        starts: list[Start],
         ends: list[Finish | Release],
     ) -> _Written:
         """One group-commit transaction (blocking)."""
-        written = _Written(accepted=[], applied=[], dropped=[], queued=set())
-        if not batches and not ends:
+        written = _Written(
+            accepted=[], started=set(), applied=[], dropped=[], queued=set()
+        )
+        if not batches and not starts and not ends:
             conn.execute("SELECT 1")  # a probe while PostgreSQL was away
             return written
         deltas: _Deltas = {}
         with conn.transaction():
             if batches:
                 written.accepted = self._insert(conn, batches, deltas, written.queued)
+            else:
+                # Starts and ends alone need not wait for the WAL's flush: a
+                # crash of this process loses none of them; a crash of
+                # PostgreSQL may run the last few jobs again (at least once).
+                conn.execute("SET LOCAL synchronous_commit = off")
+            if starts:
+                # Before the ends: a job's start and end may share a commit.
+                written.started = self._start(conn, starts)
             finishes = sorted(
                 (e for e in ends if isinstance(e, Finish)), key=lambda e: e.id
             )
@@ -746,18 +784,12 @@ class PostgresJournal(Journal):
             if releases:
                 rows = conn.execute(
                     "UPDATE bulkhead_jobs AS j SET state = 'queued',"
-                    " runs = j.runs - CASE WHEN v.ran THEN 0 ELSE 1 END,"
                     " instance = NULL, lease_expires = NULL"
-                    " FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[])"
-                    " AS v(id, lease, ran)"
+                    " FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, lease)"
                     " WHERE j.id = v.id AND j.lease = v.lease"
                     " AND j.state = 'running'"
                     " RETURNING j.id, j.priority",
-                    (
-                        [r.id for r in releases],
-                        [r.lease for r in releases],
-                        [r.ran for r in releases],
-                    ),
+                    ([r.id for r in releases], [r.lease for r in releases]),
                 ).fetchall()
                 for id_, priority in rows:
                     applied.add(id_)
@@ -767,8 +799,30 @@ class PostgresJournal(Journal):
                     )
             _write_deltas(conn, deltas)
         written.applied = sorted(applied)
-        written.dropped = [e for e in ends if e.id not in applied]
+        written.dropped = [
+            *(s for s in starts if s.id not in written.started),
+            *(e for e in ends if e.id not in applied),
+        ]
         return written
+
+    @staticmethod
+    def _start(conn: psycopg.Connection[Any], starts: list[Start]) -> set[int]:
+        """Count a run of each job whose lease is still the one started."""
+        starts = sorted(starts, key=lambda s: s.id)
+        rows = conn.execute(
+            "UPDATE bulkhead_jobs AS j SET runs = j.runs + 1,"
+            " started_at = v.started_at"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::float8[])"
+            " AS v(id, lease, started_at)"
+            " WHERE j.id = v.id AND j.lease = v.lease AND j.state = 'running'"
+            " RETURNING j.id",
+            (
+                [s.id for s in starts],
+                [s.lease for s in starts],
+                [s.started_at for s in starts],
+            ),
+        ).fetchall()
+        return {id_ for (id_,) in rows}
 
     def _insert(
         self,
@@ -1078,17 +1132,19 @@ class PostgresJournal(Journal):
 
         def claim(conn: psycopg.Connection[Any]) -> Claim:
             with conn.transaction():
+                # As for ends: a claim PostgreSQL's crash forgets runs again.
+                conn.execute("SET LOCAL synchronous_commit = off")
                 rows = conn.execute(
                     "WITH picked AS (SELECT id FROM bulkhead_jobs"
                     " WHERE state = 'queued' AND priority = %s AND run_at <= %s"
                     " ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
                     " UPDATE bulkhead_jobs AS j SET state = 'running',"
-                    " runs = j.runs + 1, lease = j.lease + 1, instance = %s,"
-                    f" lease_expires = {NOW} + %s, started_at = %s"
+                    " lease = j.lease + 1, instance = %s,"
+                    f" lease_expires = {NOW} + %s"
                     " FROM picked WHERE j.id = picked.id"
                     " RETURNING j.id, j.type, j.priority, j.args, j.runs,"
                     " j.accepted_at, j.run_at, j.lease",
-                    (priority, now, limit, self.instance, self.lease, now),
+                    (priority, now, limit, self.instance, self.lease),
                 ).fetchall()
                 if rows:
                     _write_deltas(
@@ -1138,6 +1194,14 @@ class PostgresJournal(Journal):
         with trio.move_on_after(delay):
             await event.wait()
         self._dirty.discard(priority)
+
+    async def started(self, start: Start) -> bool:
+        """Count one run of a claimed job once committed (retried while
+        PostgreSQL is away); ``False`` if its lease was lost meanwhile."""
+        pending = PendingStart(start)
+        self._starts.append(pending)
+        self._wake.set()
+        return await pending.wait()
 
     def finish(self, finish: Finish) -> None:
         """Queue the end of a run; the writer commits it (retrying while
@@ -1241,9 +1305,7 @@ class PostgresJournal(Journal):
                 error=end.error,
             )
         if isinstance(end, Release):
-            return attrs.evolve(
-                record, state="queued", runs=record.runs - (0 if end.ran else 1)
-            )
+            return attrs.evolve(record, state="queued")
         return record
 
     async def list(

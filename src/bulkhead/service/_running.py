@@ -5,17 +5,23 @@ A claimed job is a :class:`Running` record in :attr:`RunningJobs.live` until
 its end is queued to the journal; its :class:`~bulkhead.Job` carries the
 record on ``job.tag``, so the dispatcher's hooks find it without ids in
 names. A job the shutdown stops (cancelled, not by ``DELETE``) goes back to
-the queue, as after a crash; a job claimed more than ``max_attempts`` times
-fails without running (a job that kills its process would run for ever).
+the queue, as after a crash.
+
+A run is counted when a worker takes the job, and the job's function is
+called only once that count is committed (:meth:`Journal.started`): a job
+that kills its process is counted at every run, and one that started
+``max_attempts`` times without finishing fails without running again (else
+it would run for ever). Jobs claimed beside it but not started are never
+counted; jobs running beside it when it kills the process are (they ran).
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, final
 
 import attrs
@@ -26,8 +32,8 @@ import trio
 from bulkhead import Dispatcher, Hooks, Job, JobCancelled, JobState
 
 from ._activity import Activity
-from ._journal import Claimed, Finish, Journal, Release, State
-from ._registry import JobRegistry
+from ._journal import Claimed, Finish, Journal, Release, Start, State
+from ._registry import JobRegistry, JobType
 
 log = logging.getLogger("bulkhead.service")
 _STATES: dict[JobState, State] = {
@@ -47,6 +53,11 @@ def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+class LeaseLost(Exception):
+    """This instance's lease on a job expired before the job started (it
+    runs elsewhere); the run does not go on."""
+
+
 @final
 @attrs.define(eq=False)
 class Running:
@@ -56,6 +67,10 @@ class Running:
     job: Job[Any] | None = None
     """Its handle once a worker took it (``None`` while prefetched)."""
     started_at: float | None = None
+    counted: bool | None = None
+    """Whether its run is committed to the journal (see the module
+    docstring): ``None`` until the journal answered, ``False`` if its lease
+    was lost before it started."""
     cancel_requested: bool = False
     """``DELETE`` asked for it: it ends ``cancelled``."""
 
@@ -132,10 +147,10 @@ class RunningJobs:
         """
         assert self.dispatcher is not None
         claimed = running.claimed
-        if claimed.runs > self.max_attempts:
+        if claimed.runs >= self.max_attempts:
             self._refuse(
                 running,
-                f"claimed {claimed.runs - 1} times without finishing (its process "
+                f"started {claimed.runs} times without finishing (its process "
                 f"died or was stopped each time); BULKHEAD_MAX_ATTEMPTS is "
                 f"{self.max_attempts}",
             )
@@ -153,13 +168,45 @@ class RunningJobs:
         # A sync job type runs in a worker thread of its pool, abandoned on
         # cancel or timeout and holding its worker until it returns.
         running.job = await self.dispatcher.dispatch(
-            functools.partial(job_type.fn, **kwargs),
+            self._counting(running, job_type, kwargs),
             priority=claimed.priority,
             name=claimed.type,
             tag=running,
         )
         if running.cancel_requested:
             running.job.cancel()
+
+    def _counting(
+        self, running: Running, job_type: JobType, kwargs: dict[str, Any]
+    ) -> Callable[[], Any]:
+        """The job's call, once its run is counted; sync or async as the job
+        type is, so a sync job still runs in a worker thread of its pool
+        (abandoned on cancel or timeout, holding its worker until it
+        returns)."""
+        fn = job_type.fn
+        if job_type.is_async:
+
+            async def run_async() -> Any:
+                await self._count(running)
+                return await fn(**kwargs)
+
+            return run_async
+
+        def run_sync() -> Any:
+            trio.from_thread.run(self._count, running)
+            return fn(**kwargs)
+
+        return run_sync
+
+    async def _count(self, running: Running) -> None:
+        # Retried attempts of the same run are not counted again.
+        claimed = running.claimed
+        if running.counted is None:
+            started_at = running.started_at or time.time()
+            start = Start(claimed.id, claimed.lease, started_at)
+            running.counted = await self.journal.started(start)
+        if not running.counted:
+            raise LeaseLost(f"job {claimed.id} runs on another instance")
 
     def _started(self, job: Job[Any]) -> None:
         running: Running = job.tag
@@ -187,6 +234,9 @@ class RunningJobs:
         running: Running = job.tag
         if job.state is JobState.CANCELLED and not running.cancel_requested:
             self._interrupted(running)
+            return
+        if running.counted is False:
+            self._lost(running)
             return
         result: str | None = None
         error: str | None = None
@@ -224,7 +274,7 @@ class RunningJobs:
         # accepted and never finished: back to the queue, as after a crash.
         claimed = running.claimed
         del self.live[claimed.id]
-        self.journal.release(Release(claimed.id, claimed.lease, ran=True))
+        self.journal.release(Release(claimed.id, claimed.lease))
         self.interrupted += 1
         log.warning(
             "job %s interrupted by the shutdown; %s",
@@ -238,6 +288,23 @@ class RunningJobs:
                 "type": claimed.type,
                 "priority": claimed.priority,
                 "resumes": self.journal.durable,
+            },
+        )
+
+    def _lost(self, running: Running) -> None:
+        # Its lease expired before it started (this instance was stopped or
+        # cut off); another instance rescued it: nothing of it is ours to
+        # write.
+        claimed = running.claimed
+        del self.live[claimed.id]
+        log.warning(
+            "job %s not started: its lease was lost, it runs on another instance",
+            claimed.id,
+            extra={
+                "event": "job_lease_lost",
+                "job": claimed.id,
+                "type": claimed.type,
+                "priority": claimed.priority,
             },
         )
 

@@ -4,12 +4,13 @@ One writer connection, used only from :func:`trio.to_thread.run_sync` under a
 :class:`trio.CapacityLimiter` of 1, and a second connection for reads (WAL
 lets readers run beside the writer; ``:memory:`` has one connection for
 both). A single writer task takes whatever piled up since its last
-transaction (submissions, claims, ends, releases, cancels) and commits it in
-one (group commit): a burst costs one fsync. WAL, with ``synchronous=FULL``
-for a transaction that holds submissions or cancels: an accepted job
-survives a crash of the process and of the machine. Transactions of claims,
-ends and releases alone skip their fsync (``NORMAL``): a crash of the process
-loses none of them, a power loss may queue the last few jobs again.
+transaction (submissions, claims, starts, ends, releases, cancels) and
+commits it in one (group commit): a burst costs one fsync. WAL, with
+``synchronous=FULL`` for a transaction that holds submissions or cancels: an
+accepted job survives a crash of the process and of the machine. Transactions of claims,
+starts, ends and releases alone skip their fsync (``NORMAL``): a crash of the
+process loses none of them, a power loss may queue the last few jobs again
+(and forget that they started).
 
 Ownership: :meth:`SQLiteJournal.open` takes an exclusive ``flock`` on
 ``<file>.lock`` for the life of the process, so a second ``bulkhead serve``
@@ -17,8 +18,8 @@ on the same file refuses to start instead of running the first one's jobs.
 Rows a dead owner left ``running`` are queued again at open (at least once).
 
 A failed write (disk full, I/O error) fails the submissions and claims of
-that transaction at once; the ends and releases in it stay queued in memory
-and are retried with backoff until they commit. With nothing to retry, the
+that transaction at once; the starts, ends and releases in it stay queued in
+memory and are retried with backoff until they commit. With nothing to retry, the
 writer probes with a one-page write at the same backoff, so
 :attr:`~SQLiteJournal.writable` (``/ready``) comes back by itself. SQLite
 rolls a transaction back by itself on some errors (``SQLITE_FULL``): the
@@ -62,7 +63,9 @@ from ._journal import (
     NewOperation,
     OperationRecord,
     OperationState,
+    PendingStart,
     Release,
+    Start,
     State,
     filter_from_json,
     filter_to_json,
@@ -155,6 +158,7 @@ class _Batch:
     accepts: list[tuple[Sequence[NewJob], _Pending]] = attrs.field(factory=list)
     claims: list[tuple[int, int, _Pending]] = attrs.field(factory=list)
     cancels: list[tuple[int, _Pending]] = attrs.field(factory=list)
+    starts: list[PendingStart] = attrs.field(factory=list)
     finishes: list[Finish] = attrs.field(factory=list)
     releases: list[Release] = attrs.field(factory=list)
 
@@ -163,6 +167,7 @@ class _Batch:
             self.accepts
             or self.claims
             or self.cancels
+            or self.starts
             or self.finishes
             or self.releases
         )
@@ -328,7 +333,8 @@ class SQLiteJournal(Journal):
                 if await self._commit(batch):
                     backoff = RETRY_BACKOFF[0]
                     continue
-                # Ends and releases go back to the head of the queue.
+                # Starts, ends and releases go back to the head of the queue.
+                self._batch.starts[:0] = batch.starts
                 self._batch.finishes[:0] = batch.finishes
                 self._batch.releases[:0] = batch.releases
                 if self._closing:
@@ -361,6 +367,9 @@ class SQLiteJournal(Journal):
         ids = [f.id for f in self._batch.finishes] + [
             r.id for r in self._batch.releases
         ]
+        # Jobs still waiting for their start to be counted: they never ran.
+        for pending in self._batch.starts:
+            pending.done.set()
         log.error(
             "journal %s: %d job ends could not be written; those jobs run "
             "again at the next start",
@@ -402,6 +411,8 @@ class SQLiteJournal(Journal):
                 del self._ending[finish.id]
         for pending in batch.waiters():
             pending.done.set()
+        for start in batch.starts:
+            start.done.set()
         self._wake(batch)
         return True
 
@@ -428,6 +439,9 @@ class SQLiteJournal(Journal):
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for jobs, pending in batch.accepts:
                 pending.result = self._insert(db, jobs, changes)
+            # Before the ends: a job's start and end may share a transaction.
+            for start in batch.starts:
+                start.applied = self._start(db, start.start)
             for finish in batch.finishes:
                 self._finish(db, finish, changes)
             for release in batch.releases:
@@ -481,6 +495,16 @@ class SQLiteJournal(Journal):
                 answers.append(Accepted(id, duplicate=True))
         return answers
 
+    def _start(self, db: sqlite3.Connection, start: Start) -> bool:
+        applied = db.execute(
+            "UPDATE jobs SET runs = runs + 1, started_at = ?"
+            " WHERE id = ? AND lease = ? AND state = 'running'",
+            (start.started_at, start.id, start.lease),
+        ).rowcount
+        if not applied:
+            self._fenced(start.id, start.lease, "start")
+        return bool(applied)
+
     def _finish(
         self, db: sqlite3.Connection, finish: Finish, changes: Counter[Any]
     ) -> None:
@@ -509,9 +533,9 @@ class SQLiteJournal(Journal):
         self, db: sqlite3.Connection, release: Release, changes: Counter[Any]
     ) -> None:
         row = db.execute(
-            "UPDATE jobs SET state = 'queued', runs = runs - ?"
+            "UPDATE jobs SET state = 'queued'"
             " WHERE id = ? AND lease = ? AND state = 'running' RETURNING priority",
-            (0 if release.ran else 1, release.id, release.lease),
+            (release.id, release.lease),
         ).fetchone()
         if row is None:
             self._fenced(release.id, release.lease, "release")
@@ -552,7 +576,7 @@ class SQLiteJournal(Journal):
         changes: Counter[Any],
     ) -> Claim:
         rows = db.execute(
-            "UPDATE jobs SET state = 'running', runs = runs + 1, lease = lease + 1"
+            "UPDATE jobs SET state = 'running', lease = lease + 1"
             " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued'"
             " AND priority = ? AND run_at <= ? ORDER BY run_at, id LIMIT ?)"
             " RETURNING id, type, priority, args, runs, accepted_at, run_at, lease",
@@ -619,6 +643,12 @@ class SQLiteJournal(Journal):
                 await event.wait()
         finally:
             del self._wakers[priority]
+
+    async def started(self, start: Start) -> bool:
+        pending = PendingStart(start)
+        self._batch.starts.append(pending)
+        self._work.set()
+        return await pending.wait()
 
     def finish(self, finish: Finish) -> None:
         self._ending[finish.id] = finish
