@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -31,7 +32,7 @@ import trio
 
 from ._config import OPTIONS, ConfigError, ServiceConfig
 from ._journal import JournalUnavailable
-from ._logging import configure_logging
+from ._logging import configure_logging, flush_periodically
 from ._registry import JobRegistry, resolve_priority
 from ._server import PortUnavailable, serve
 
@@ -105,12 +106,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = ServiceConfig.load(flags, os.environ)
         registry = load_registry(args.registry)
-        configure_logging(config.log_level)
-        trio.run(serve, config, registry)
+        handler = configure_logging(config.log_level)
+        try:
+            trio.run(_serve, config, registry, handler)
+        finally:
+            handler.flush()
     except (ConfigError, ValueError, PortUnavailable, JournalUnavailable) as exc:
         print(f"bulkhead serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+async def _serve(
+    config: ServiceConfig, registry: JobRegistry, handler: logging.Handler
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flush_periodically, handler)
+        await serve(config, registry)
+        nursery.cancel_scope.cancel()
 
 
 # ------------------------------------------------- bulkhead jobs (a client)
