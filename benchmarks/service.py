@@ -63,9 +63,11 @@ memory
     RSS.
 
 Results go to ``benchmarks/results/service.json`` and ``.md`` (a ``--quick``
-run writes to the temp dir instead), with the machine's load average at the
-start and the end; the table is printed too. Ctrl-C or SIGTERM stops every
-server and PostgreSQL the run started.
+run writes to the temp dir instead; a full run of some parts only to
+``service-<parts>.json``, e.g. ``service-instances.json``, so that
+``service.json`` keeps the last run of all of them), with the load average
+at the start and the end; the table is printed too. Ctrl-C or SIGTERM stops
+every server and PostgreSQL the run started.
 """
 
 from __future__ import annotations
@@ -1464,8 +1466,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if output is None:
         if settings.quick:
             output = Path(tempfile.gettempdir()) / "bulkhead-bench-service.json"
-        else:
+        elif tuple(parts) == PARTS:
             output = RESULTS / "service.json"
+        else:  # as run.py does: service.json keeps the last run of every part
+            output = RESULTS / f"service-{'-'.join(parts)}.json"
     # SIGTERM unwinds like Ctrl-C: every server and PostgreSQL is stopped.
     signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
