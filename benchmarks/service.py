@@ -1,7 +1,7 @@
 """The service benchmark: ``bulkhead serve`` under a C load generator.
 
-    .venv/bin/python benchmarks/service.py           # full run, a few minutes
-    .venv/bin/python benchmarks/service.py --quick   # smoke run, under a minute
+    .venv/bin/python benchmarks/service.py           # full run, about 15 minutes
+    .venv/bin/python benchmarks/service.py --quick   # smoke run, a minute or two
     .venv/bin/python benchmarks/service.py --only single,batch
 
 Every server is a real process on 127.0.0.1 and a free port, started before
@@ -1442,7 +1442,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run, a minute or two"
+    )
     parser.add_argument(
         "--only",
         default=",".join(PARTS),
