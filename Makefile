@@ -43,7 +43,7 @@ $(CHROMEDRIVER):
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
 
-unit: $(VENV)/.dev postgresql | $(CHROMEDRIVER)
+unit: $(VENV)/.dev postgresql wrk | $(CHROMEDRIVER)
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q
@@ -83,12 +83,14 @@ serve: $(VENV)/.serve
 docs: $(VENV)/.docs
 	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
 
-bench: $(VENV)/.bench wrk
+# service.py's instances part starts a durable PostgreSQL of its own.
+bench: $(VENV)/.bench wrk postgresql
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/service.py
 
 # The service benchmark's load generator, a C program from Debian's packages
 # (as root, else through sudo); elsewhere install wrk by hand (brew install wrk).
+# The unit suite runs the benchmark's instances part in its quick form.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -1,7 +1,7 @@
 """The service benchmark: ``bulkhead serve`` under a C load generator.
 
-    .venv/bin/python benchmarks/service.py           # full run, a few minutes
-    .venv/bin/python benchmarks/service.py --quick   # smoke run, under a minute
+    .venv/bin/python benchmarks/service.py           # full run, about 15 minutes
+    .venv/bin/python benchmarks/service.py --quick   # smoke run, a minute or two
     .venv/bin/python benchmarks/service.py --only single,batch
 
 Every server is a real process on 127.0.0.1 and a free port, started before
@@ -33,6 +33,22 @@ e2e
     100,000 trivial jobs submitted in batches of 1,000 by 4 tasks, timed
     from the first request until ``GET /stats`` counts the last one
     ``succeeded``.
+instances
+    One queue in three configurations, side by side in the same run: SQLite
+    (one instance), PostgreSQL with one instance, PostgreSQL with two (two
+    ``bulkhead serve`` processes on one database). PostgreSQL is a server of
+    its own in a temp dir (``tests/_postgres_server.py``, Debian's
+    ``postgresql`` package: ``make bench`` installs it) with ``fsync``,
+    ``full_page_writes`` and ``synchronous_commit`` on, checked before
+    anything is timed. For each: single submissions accepted per second
+    (``wrk -t1 -c50``, one wrk per instance, summed), batches of 1,000
+    (``wrk -t1 -c4`` per instance), each measurement on fresh servers and a
+    fresh queue in interleaved rounds; then the e2e run (4 AsyncClient tasks
+    per instance), timed until the whole queue has every job ``succeeded``.
+    Ratios two instances / one and PostgreSQL / SQLite; the CPU every
+    process group used (servers, PostgreSQL's processes, wrk, this script,
+    the rest of the machine) and PostgreSQL's write transactions, which show
+    what limits each figure on this machine; the disk's ``fdatasync`` rate.
 profile (not in the default parts)
     ``py-spy record`` of ``bulkhead serve`` with its SQLite journal under
     ``wrk -t1 -c50``: the share of its CPU samples per layer (HTTP parsing,
@@ -47,7 +63,11 @@ memory
     RSS.
 
 Results go to ``benchmarks/results/service.json`` and ``.md`` (a ``--quick``
-run writes to the temp dir instead); the table is printed too.
+run writes to the temp dir instead; a full run of some parts only to
+``service-<parts>.json``, e.g. ``service-instances.json``, so that
+``service.json`` keeps the last run of all of them), with the load average
+at the start and the end; the table is printed too. Ctrl-C or SIGTERM stops
+every server and PostgreSQL the run started.
 """
 
 from __future__ import annotations
@@ -90,6 +110,9 @@ TARGETS = {
     "batch_1000_per_second": 10_000,
     "e2e_per_second": 3_000,
     "backlog_rss_mib": 50,
+    # Issue 18: one queue on PostgreSQL, one and two instances.
+    "instances_processed_ratio": 1.6,
+    "postgresql_batch_1000_per_second": 10_000,
 }
 
 
@@ -103,6 +126,7 @@ class Settings:
     saturation: tuple[tuple[int, int], ...]  # more (threads, connections) on bare
     batch_sizes: tuple[int, ...]
     batch_connections: int
+    instance_batch_connections: int  # wrk -c per instance, batches of 1,000
     e2e_jobs: int
     e2e_batch: int
     submitters: int  # concurrent AsyncClient tasks of e2e and memory
@@ -119,6 +143,7 @@ FULL = Settings(
     saturation=((1, 10), (2, 100)),
     batch_sizes=(1, 10, 100, 1000),
     batch_connections=16,
+    instance_batch_connections=4,
     e2e_jobs=100_000,
     e2e_batch=1000,
     submitters=4,
@@ -135,6 +160,7 @@ QUICK = Settings(
     saturation=((2, 100),),
     batch_sizes=(1, 100, 1000),
     batch_connections=16,
+    instance_batch_connections=4,
     e2e_jobs=5_000,
     e2e_batch=1000,
     submitters=4,
@@ -142,12 +168,164 @@ QUICK = Settings(
     backlog_batch=5_000,
 )
 
-PARTS = ("single", "batch", "e2e", "memory")
+PARTS = ("single", "batch", "e2e", "instances", "memory")
 OPTIONAL_PARTS = ("profile",)
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: [0] is the state,
+    [1] the parent, [11:15] utime, stime, cutime, cstime in clock ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU seconds process ``pid`` (all its threads) used so
+    far; ``reaped``: plus that of the children it has waited for."""
+    fields = _proc_stat(pid)
+    ticks = sum(int(f) for f in fields[11 : 15 if reaped else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid``, its live children and the children it reaped:
+    a PostgreSQL postmaster and every backend, including those that exited."""
+    total = cpu_seconds(pid, reaped=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):  # gone meanwhile
+                if int(_proc_stat(int(entry.name))[1]) == pid:
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core of the machine spent busy (not idle, not
+    waiting for I/O) since boot, whoever used them."""
+    with Path("/proc/stat").open() as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    return (sum(ticks[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def filesystem(path: Path) -> str:
+    """The type and device of the file system ``path`` is on (an ``fsync``
+    on tmpfs costs nothing, so durable figures must say where they wrote)."""
+    best = ("", "?", "?")
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        device, mount, kind = line.split()[:3]
+        inside = str(path).startswith(mount.rstrip("/") + "/") or str(path) == mount
+        if inside and len(mount) >= len(best[0]):
+            best = (mount, kind, device)
+    return f"{best[1]} ({best[2]})"
+
+
+def fdatasyncs_per_second(folder: Path, seconds: float = 1.0) -> float:
+    """How many 8 KiB write + ``fdatasync`` rounds the disk under ``folder``
+    does per second, one after another: what one WAL flush costs at least,
+    so what bounds commits that each wait for their own."""
+    path = folder / "fdatasync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block, count = b"\0" * 8192, 0
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            os.pwrite(fd, block, 0)
+            os.fdatasync(fd)
+            count += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def _postgres_sql(url: str, statement: str) -> Any:
+    """Run one statement outside a transaction; its first row's first value."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        row = cursor.fetchone() if cursor.description else None
+        return row[0] if row else None
+
+
+class Meter:
+    """What one measurement used: CPU per process group and, with
+    ``postgres`` (a ``tests._postgres_server.PostgresServer``), the write
+    transactions and WAL bytes of the whole PostgreSQL cluster.
+
+    Groups: ``servers``; ``postgresql`` (the postmaster and every backend,
+    those that exited included); ``client`` (this process: its AsyncClient
+    submissions and ``/stats`` polls); ``wrk`` when given to :meth:`stop`;
+    ``others``, the machine's busy time none of these used (other users'
+    processes, interrupts); ``idle``, the cores nobody used. Each in cores:
+    1.0 is one core busy all along."""
+
+    def __init__(self, servers: Sequence[Server], postgres: Any = None) -> None:
+        self.servers = servers
+        self.postgres = postgres
+        self.postmaster: int | None = None
+        if postgres is not None:
+            pid = (postgres.data / "postmaster.pid").read_text().split()[0]
+            self.postmaster = int(pid)
+        self._before: dict[str, float] = {}
+        self._started = 0.0
+
+    def _read(self) -> dict[str, float]:
+        used = {
+            "servers": sum(server.cpu_seconds() for server in self.servers),
+            "client": time.process_time(),
+            "machine": machine_cpu_seconds(),
+        }
+        if self.postmaster is not None:
+            used["postgresql"] = tree_cpu_seconds(self.postmaster)
+            # The next transaction id (none is taken to read it), and the
+            # WAL's position in bytes: exact, unlike the statistics views.
+            used["transactions"] = _postgres_sql(
+                self.postgres.url(),
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+            )
+            used["wal_bytes"] = _postgres_sql(
+                self.postgres.url(), "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"
+            )
+        return used
+
+    def start(self) -> None:
+        self._before = self._read()
+        self._started = time.perf_counter()
+
+    def stop(self, **apart: float) -> dict[str, Any]:
+        """Since :meth:`start`: ``seconds``, ``cpu`` (cores per group; ``apart``
+        gives CPU seconds of groups measured otherwise, wrk) and, on
+        PostgreSQL, write ``transactions_per_second`` and ``wal_mib_per_second``.
+        """
+        wall = time.perf_counter() - self._started
+        after = self._read()
+        used = {key: float(after[key] - self._before[key]) for key in after}
+        transactions = used.pop("transactions", None)
+        wal_bytes = used.pop("wal_bytes", None)
+        used.update(apart)
+        machine = used.pop("machine")
+        cpu = {key: seconds / wall for key, seconds in used.items()}
+        cpu["others"] = max(machine - sum(used.values()), 0.0) / wall
+        cpu["idle"] = max((os.cpu_count() or 1) - machine / wall, 0.0)
+        result: dict[str, Any] = {"seconds": wall, "cpu": cpu}
+        if transactions is not None and wal_bytes is not None:
+            result["transactions_per_second"] = transactions / wall
+            result["wal_mib_per_second"] = wal_bytes / MIB / wall
+        return result
 
 
 # ---------------------------------------------------------------- servers
@@ -208,8 +386,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the server has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def memory(self) -> dict[str, float]:
         """RSS now and its peak (VmHWM), in MiB."""
@@ -279,38 +456,76 @@ def wrk(
 ) -> dict[str, Any]:
     """One wrk run against ``server``: its WRKJSON summary plus the rate of
     202 answers, and the CPU share wrk and the server used."""
-    command = [
-        *("wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s"),
-        *("--timeout", "60s", "-s", str(LUA), server.url, "--", str(body), path),
-    ]
-    with tempfile.TemporaryFile() as out:
-        server_cpu = server.cpu_seconds()
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        server_cpu = server.cpu_seconds() - server_cpu
-        out.seek(0)
-        text = out.read().decode(errors="replace")
-    lines = [line for line in text.splitlines() if line.startswith("WRKJSON ")]
-    if status != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({status}): {' '.join(command)}\n{text}")
-    result: dict[str, Any] = json.loads(lines[0].removeprefix("WRKJSON "))
-    seconds = result["duration_us"] / 1e6
-    accepted = result["statuses"].get("202", 0)
-    errors = sum(result["errors"].values())
-    result.update(
+    (result,) = wrk_together(
+        [server],
+        body,
         threads=threads,
         connections=connections,
-        per_second=accepted / seconds,
-        # Robust to a machine shared with others: requests per second of CPU
-        # the server process (all its threads) got during the run.
-        per_cpu_second=accepted / server_cpu if server_cpu else 0.0,
-        not_202=result["requests"] - accepted + errors,
-        server_cpu=server_cpu / wall,
-        wrk_cpu=(usage.ru_utime + usage.ru_stime) / wall,
+        duration=duration,
+        path=path,
     )
     return result
+
+
+def wrk_together(
+    servers: Sequence[Server],
+    body: Path,
+    *,
+    threads: int,
+    connections: int,
+    duration: int,
+    path: str = "/jobs",
+) -> list[dict[str, Any]]:
+    """One wrk process per server, all started at once: like :func:`wrk`,
+    a result per server (several instances of one queue, each under its own
+    load generator)."""
+    runs = []  # (wrk's command, its output file) per server
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            command = [
+                *("wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s"),
+                *("--timeout", "60s", "-s", str(LUA), server.url),
+                *("--", str(body), path),
+            ]
+            runs.append((command, stack.enter_context(tempfile.TemporaryFile())))
+        cpu = [server.cpu_seconds() for server in servers]
+        started = time.perf_counter()
+        processes = [
+            subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            for command, out in runs
+        ]
+        ends = [os.wait4(process.pid, 0)[1:] for process in processes]
+        wall = time.perf_counter() - started
+        used = [s.cpu_seconds() - c for s, c in zip(servers, cpu, strict=True)]
+        results = []
+        for (command, out), (status, usage), server_cpu in zip(
+            runs, ends, used, strict=True
+        ):
+            out.seek(0)
+            text = out.read().decode(errors="replace")
+            lines = [x for x in text.splitlines() if x.startswith("WRKJSON ")]
+            if status != 0 or not lines:
+                raise RuntimeError(
+                    f"wrk failed ({status}): {' '.join(command)}\n{text}"
+                )
+            result: dict[str, Any] = json.loads(lines[0].removeprefix("WRKJSON "))
+            seconds = result["duration_us"] / 1e6
+            accepted = result["statuses"].get("202", 0)
+            errors = sum(result["errors"].values())
+            result.update(
+                threads=threads,
+                connections=connections,
+                per_second=accepted / seconds,
+                # Robust to a machine shared with others: requests per second
+                # of CPU the server process (all its threads) got in the run.
+                per_cpu_second=accepted / server_cpu if server_cpu else 0.0,
+                not_202=result["requests"] - accepted + errors,
+                server_cpu=server_cpu / wall,
+                wrk_cpu=(usage.ru_utime + usage.ru_stime) / wall,
+                wrk_cpu_seconds=usage.ru_utime + usage.ru_stime,
+            )
+            results.append(result)
+    return results
 
 
 def _body(folder: Path, name: str, payload: Any) -> Path:
@@ -395,6 +610,10 @@ def _ratio(rate: float, baseline: float) -> float:
     return rate / baseline if baseline else 0.0  # a baseline with no 202 is flagged
 
 
+MEASURED = ("cpu", "transactions_per_second", "wal_mib_per_second")
+"""What a :class:`Meter` adds to a result."""
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median run by rate; every run's rate; answers that were not 202."""
     ordered = sorted(runs, key=lambda r: r["per_second"])
@@ -408,6 +627,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "not_202": sum(r["not_202"] for r in runs),
         "server_cpu": median["server_cpu"],
         "wrk_cpu": median["wrk_cpu"],
+        # The instances part's cores per process group and PostgreSQL's
+        # writes, of the median run.
+        **{key: median[key] for key in MEASURED if key in median},
         "runs": runs,
     }
 
@@ -450,16 +672,26 @@ def _big_bodies() -> list[str]:
 
 
 def _warm_up(url: str) -> None:
-    """One small batch, so that no timed request pays for first imports."""
-    trio.run(_submit, url, [Submission("add", {"x": 1})] * 10, 10, 1)
+    """A small batch and a few single submissions, so that no timed request
+    pays for first imports."""
+
+    async def warm_up() -> None:
+        await _submit([url], [Submission("add", {"x": 1})] * 10, 10, 1)
+        async with AsyncClient(url) as client:
+            for _ in range(5):
+                await client.submit("add", {"x": 1})
+
+    trio.run(warm_up)
 
 
 async def _submit(
-    url: str, jobs: Sequence[Submission], batch: int, tasks: int
+    urls: Sequence[str], jobs: Sequence[Submission], batch: int, tasks: int
 ) -> dict[str, Any]:
     """Submit ``jobs`` in batches of ``batch`` from ``tasks`` concurrent
-    AsyncClient tasks; a batch refused as busy waits ``retry_after`` and is
-    sent again. Return the seconds taken and the count of busy answers."""
+    AsyncClient tasks per server of ``urls`` (one queue's instances), taking
+    batches from one shared list; a batch refused as busy waits
+    ``retry_after`` and is sent again. Return the seconds taken and the
+    count of busy answers."""
     chunks = iter(range(0, len(jobs), batch))
     busy = 0
 
@@ -478,14 +710,32 @@ async def _submit(
                     await trio.sleep(exc.retry_after)
 
     started = time.perf_counter()
-    async with AsyncClient(url, timeout=300) as client, trio.open_nursery() as n:
-        for _ in range(tasks):
-            n.start_soon(submitter, client)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(AsyncClient(url, timeout=300))
+            for url in urls
+        ]
+        async with trio.open_nursery() as n:
+            for _ in range(tasks):
+                for client in clients:
+                    n.start_soon(submitter, client)
     return {"seconds": time.perf_counter() - started, "busy": busy}
 
 
 def _succeeded(stats: dict[str, Any]) -> int:
+    """Jobs this instance ran that succeeded (its dispatcher's count)."""
     return int(stats["total"]["succeeded"])
+
+
+def _unfinished(stats: dict[str, Any]) -> int:
+    """Jobs of the whole queue not finished yet (queued, due later or
+    running, on every instance): the journal's counts."""
+    return sum(
+        n
+        for pool in stats["journal"]["pools"].values()
+        for state, n in pool.items()
+        if state not in ("succeeded", "failed", "cancelled")
+    )
 
 
 def _stats(url: str) -> dict[str, Any]:
@@ -495,41 +745,264 @@ def _stats(url: str) -> dict[str, Any]:
     return stats
 
 
-def run_e2e(s: Settings, folder: Path) -> dict[str, Any]:
-    here = folder / "e2e"
-    command = bulkhead_command(str(here / "journal.sqlite3"), *_big_bodies())
-    with running("e2e", command, here) as server:
-        _warm_up(server.url)
-        while _succeeded(_stats(server.url)) < 10:
-            time.sleep(0.05)
-        base = _succeeded(_stats(server.url))
-        jobs = [Submission("add", {"x": i, "y": 1}) for i in range(s.e2e_jobs)]
-        log(f"  e2e: {s.e2e_jobs:,} jobs in batches of {s.e2e_batch:,}")
-        started = time.perf_counter()
-        submitted = trio.run(_submit, server.url, jobs, s.e2e_batch, s.submitters)
-        while True:
-            stats = _stats(server.url)
-            if _succeeded(stats) - base >= s.e2e_jobs:
-                break
+def _settle(servers: Sequence[Server], timeout: float = 300) -> None:
+    """Wait until the queue the servers share has no unfinished job."""
+    deadline = time.monotonic() + timeout
+    while _unfinished(_stats(servers[0].url)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the queue did not drain in {timeout} s")
+        time.sleep(0.05)
+
+
+def _process(meter: Meter, s: Settings) -> dict[str, Any]:
+    """``s.e2e_jobs`` trivial jobs submitted to every server of one queue
+    (``meter.servers``) in batches, timed from the first request until the
+    servers count them all ``succeeded`` and the queue has none unfinished
+    (polled every 0.1 s)."""
+    urls = [server.url for server in meter.servers]
+
+    def progress() -> tuple[int, int]:
+        """Jobs the servers ran that succeeded; the queue's unfinished jobs."""
+        views = [_stats(url) for url in urls]
+        for stats in views:
             if stats["total"]["failed"] or stats["total"]["cancelled"]:
-                raise RuntimeError(f"e2e: jobs failed or were cancelled: {stats}")
-            time.sleep(0.02)
-        seconds = time.perf_counter() - started
-    result = {
+                raise RuntimeError(f"jobs failed or were cancelled: {stats}")
+        return sum(_succeeded(stats) for stats in views), _unfinished(views[0])
+
+    base, _ = progress()
+    jobs = [Submission("add", {"x": i, "y": 1}) for i in range(s.e2e_jobs)]
+    meter.start()
+    started = time.perf_counter()
+    submitted = trio.run(_submit, urls, jobs, s.e2e_batch, s.submitters)
+    done_when_submitted = progress()[0] - base
+    drain_started = time.perf_counter()
+    while True:
+        succeeded, unfinished = progress()
+        if succeeded - base >= s.e2e_jobs and not unfinished:
+            break
+        time.sleep(0.1)
+    ended = time.perf_counter()
+    used = meter.stop()
+    seconds = ended - started
+    drained = s.e2e_jobs - done_when_submitted
+    return {
         "jobs": s.e2e_jobs,
         "batch": s.e2e_batch,
-        "submitters": s.submitters,
+        "instances": len(urls),
+        "submitters": s.submitters * len(urls),
         "submit_seconds": submitted["seconds"],
         "submit_per_second": s.e2e_jobs / submitted["seconds"],
         "busy_answers": submitted["busy"],
         "seconds": seconds,
         "per_second": s.e2e_jobs / seconds,
+        # Once submissions stopped competing with the processing for CPU.
+        "succeeded_when_submitted": done_when_submitted,
+        "drain_per_second": drained / (ended - drain_started) if drained else 0.0,
+        **{key: value for key, value in used.items() if key != "seconds"},
     }
+
+
+def run_e2e(s: Settings, folder: Path) -> dict[str, Any]:
+    here = folder / "e2e"
+    command = bulkhead_command(str(here / "journal.sqlite3"), *_big_bodies())
+    with running("e2e", command, here) as server:
+        _warm_up(server.url)
+        _settle([server])
+        log(f"  e2e: {s.e2e_jobs:,} jobs in batches of {s.e2e_batch:,}")
+        result = _process(Meter([server]), s)
     log(
         f"  e2e: submitted in {result['submit_seconds']:.1f} s, all succeeded in "
-        f"{seconds:.1f} s = {result['per_second']:,.0f} jobs/s"
+        f"{result['seconds']:.1f} s = {result['per_second']:,.0f} jobs/s"
     )
     return result
+
+
+# ---------------------------------------------------------------- instances
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A configuration of the instances part: ``instances`` servers sharing
+    one queue, in a SQLite file or a PostgreSQL database."""
+
+    key: str
+    label: str
+    instances: int
+    postgresql: bool
+
+
+SETUPS = (
+    Setup("sqlite", "SQLite, one instance", 1, False),
+    Setup("pg1", "PostgreSQL, one instance", 1, True),
+    Setup("pg2", "PostgreSQL, two instances", 2, True),
+)
+RATIOS = (("pg2", "pg1"), ("pg1", "sqlite"), ("pg2", "sqlite"))
+"""The ratios the instances part reports, as (numerator, denominator)."""
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""PostgreSQL's settings the durable figures need (its defaults)."""
+
+
+def _postgres_module() -> Any:
+    """The tests' PostgreSQL server (``tests/_postgres_server.py``: Debian's
+    binaries as the ``postgres`` user, a temp dir, a loopback port), shared
+    rather than copied; imported here, as only this part needs it."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests import _postgres_server
+
+    return _postgres_server
+
+
+def _postgres_settings(url: str) -> dict[str, str]:
+    names = ("server_version", *DURABLE, "wal_sync_method", "shared_buffers")
+    settings = {name: str(_postgres_sql(url, f"SHOW {name}")) for name in names}
+    if wrong := {k: v for k, v in DURABLE.items() if settings[k] != v}:
+        raise RuntimeError(f"durable figures need {wrong}, the server has {settings}")
+    return settings
+
+
+def _per_cpu_second(rate: float, cpu: dict[str, float]) -> float:
+    """Jobs per CPU-second of the servers and PostgreSQL together."""
+    cores = cpu["servers"] + cpu.get("postgresql", 0.0)
+    return rate / cores if cores else 0.0
+
+
+@contextlib.contextmanager
+def _queue(setup: Setup, folder: Path, postgres: Any) -> Iterator[Meter]:
+    """A :class:`Meter` of ``setup``'s servers on a fresh queue (a new SQLite
+    file or PostgreSQL database), warmed up and drained, after a CHECKPOINT
+    so that none falls into the measurement; stopped, and the database
+    dropped, at exit."""
+    here = Path(tempfile.mkdtemp(prefix=f"{setup.key}-", dir=folder))
+    journal = postgres.database() if setup.postgresql else str(here / "j.sqlite3")
+    with contextlib.ExitStack() as stack:
+        if setup.postgresql:
+            name = journal.rsplit("/", 1)[1]
+            drop = f'DROP DATABASE "{name}" WITH (FORCE)'
+            stack.callback(_postgres_sql, postgres.url(), drop)
+        command = bulkhead_command(journal, *_big_bodies())
+        servers = [
+            stack.enter_context(running(f"{setup.key}-{i}", command, here))
+            for i in range(setup.instances)
+        ]
+        for server in servers:
+            _warm_up(server.url)
+        _settle(servers)
+        _postgres_sql(postgres.url(), "CHECKPOINT")
+        yield Meter(servers, postgres if setup.postgresql else None)
+
+
+def _accept(
+    meter: Meter, body: Path, per_request: int, **options: Any
+) -> dict[str, Any]:
+    """Jobs accepted per second from one wrk per server of ``meter``, all at
+    once."""
+    meter.start()
+    results = wrk_together(meter.servers, body, **options)
+    used = meter.stop(wrk=sum(r["wrk_cpu_seconds"] for r in results))
+    rate = sum(r["per_second"] for r in results) * per_request
+    return {
+        "per_second": rate,
+        "per_cpu_second": _per_cpu_second(rate, used["cpu"]),
+        # The slower instance's latencies.
+        "p50_us": max(r["p50_us"] for r in results),
+        "p99_us": max(r["p99_us"] for r in results),
+        "not_202": sum(r["not_202"] for r in results),
+        "server_cpu": sum(r["server_cpu"] for r in results),
+        "wrk_cpu": sum(r["wrk_cpu"] for r in results),
+        **{key: value for key, value in used.items() if key != "seconds"},
+        "instances": results,
+    }
+
+
+def _cores(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{key} {value:.2f}" for key, value in cpu.items())
+
+
+def run_instances(s: Settings, folder: Path) -> dict[str, Any]:
+    bodies = {
+        "single": (_body(folder, "add", ADD), 1, "/jobs", s.connections),
+        "batch": (
+            _body(folder, "batch1000", {"jobs": [ADD] * 1000}),
+            1000,
+            "/jobs/batch",
+            s.instance_batch_connections,
+        ),
+    }
+    with _postgres_module().postgres_server(fsync=True) as postgres:
+        settings = _postgres_settings(postgres.url())
+        disk = fdatasyncs_per_second(postgres.base)
+        log(
+            f"  instances: PostgreSQL {settings}; data on "
+            f"{filesystem(postgres.data)}, {disk:,.0f} fdatasync/s"
+        )
+        accepted: dict[str, dict[str, Any]] = {}
+        for phase, (body, per_request, path, connections) in bodies.items():
+            runs: dict[str, list[dict[str, Any]]] = {x.key: [] for x in SETUPS}
+            for r in range(s.repeat):
+                for setup in SETUPS[r % len(SETUPS) :] + SETUPS[: r % len(SETUPS)]:
+                    with _queue(setup, folder, postgres) as meter:
+                        result = _accept(
+                            meter,
+                            body,
+                            per_request,
+                            threads=s.threads,
+                            connections=connections,
+                            duration=s.duration,
+                            path=path,
+                        )
+                    runs[setup.key].append(result)
+                    log(
+                        f"  instances {phase} {r + 1}/{s.repeat} {setup.key}: "
+                        f"{result['per_second']:,.0f} jobs/s, "
+                        f"{result['not_202']} not 202; cores: {_cores(result['cpu'])}"
+                    )
+            accepted[phase] = {key: _summary(value) for key, value in runs.items()}
+        processed = {}
+        for setup in SETUPS:
+            with _queue(setup, folder, postgres) as meter:
+                result = _process(meter, s)
+            result["per_cpu_second"] = _per_cpu_second(
+                result["per_second"], result["cpu"]
+            )
+            processed[setup.key] = result
+            log(
+                f"  instances processed {setup.key}: {result['per_second']:,.0f} "
+                f"jobs/s (after submission {result['drain_per_second']:,.0f}/s); "
+                f"cores: {_cores(result['cpu'])}"
+            )
+    rates = {
+        "single": {k: v["per_second"] for k, v in accepted["single"].items()},
+        "batch": {k: v["per_second"] for k, v in accepted["batch"].items()},
+        "processed": {k: v["per_second"] for k, v in processed.items()},
+    }
+    ratios = {
+        phase: {f"{a}_vs_{b}": _ratio(by[a], by[b]) for a, b in RATIOS}
+        for phase, by in rates.items()
+    }
+    for phase, by in ratios.items():
+        log(
+            f"  instances ratios, {phase}: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in by.items())
+        )
+    return {
+        "setups": {x.key: x.label for x in SETUPS},
+        "postgresql": settings,
+        "filesystem": filesystem(folder),
+        "fdatasyncs_per_second": disk,
+        "wrk": {
+            "single": f"wrk -t{s.threads} -c{s.connections} -d{s.duration}s per "
+            "instance, POST /jobs",
+            "batch": f"wrk -t{s.threads} -c{s.instance_batch_connections} "
+            f"-d{s.duration}s per "
+            "instance, POST /jobs/batch of 1,000",
+        },
+        "repeat": s.repeat,
+        "pools": POOLS,
+        "accepted": accepted,
+        "processed": processed,
+        "ratios": ratios,
+    }
 
 
 def run_memory(s: Settings, folder: Path) -> dict[str, Any]:
@@ -540,15 +1013,14 @@ def run_memory(s: Settings, folder: Path) -> dict[str, Any]:
     empty_start = server.start_seconds  # process start to listening, no backlog
     try:
         _warm_up(server.url)
-        trio.run(_submit, server.url, [Submission("add", {"x": 1})] * 1000, 1000, 1)
-        while _succeeded(_stats(server.url)) < 1010:
-            time.sleep(0.05)
+        trio.run(_submit, [server.url], [Submission("add", {"x": 1})] * 1000, 1000, 1)
+        _settle([server])
         time.sleep(1)
         empty = server.memory()
         log(f"  memory: empty backlog, RSS {empty['rss_mib']:.1f} MiB")
         sleeper = Submission("sleep", {"seconds": 3600})
         built = trio.run(
-            _submit, server.url, [sleeper] * s.backlog, s.backlog_batch, s.submitters
+            _submit, [server.url], [sleeper] * s.backlog, s.backlog_batch, s.submitters
         )
         log(
             f"  memory: {s.backlog:,} queued jobs in {built['seconds']:.1f} s "
@@ -669,6 +1141,34 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rate = results["e2e"]["per_second"]
         goal = TARGETS["e2e_per_second"]
         check("end to end: jobs/s", rate, goal, rate >= goal)
+    instances = results.get("instances", {})
+    if "ratios" in instances:
+        ratio = instances["ratios"]["processed"]["pg2_vs_pg1"]
+        goal = TARGETS["instances_processed_ratio"]
+        check(
+            "instances: two PostgreSQL instances / one, processed jobs/s",
+            ratio,
+            goal,
+            ratio >= goal,
+        )
+        goal = TARGETS["postgresql_batch_1000_per_second"]
+        for key in ("pg1", "pg2"):
+            rate = instances["accepted"]["batch"][key]["per_second"]
+            check(
+                f"instances: {instances['setups'][key]}, batch of 1,000, durable "
+                "jobs/s",
+                rate,
+                goal,
+                rate >= goal,
+            )
+        for phase, by_setup in instances["accepted"].items():
+            for key, r in by_setup.items():
+                check(
+                    f"instances: {phase} {key}, every answer was 202",
+                    r["not_202"],
+                    0,
+                    not r["not_202"],
+                )
     if "growth_mib" in results.get("memory", {}):
         growth = results["memory"]["growth_mib"]
         goal = TARGETS["backlog_rss_mib"]
@@ -676,12 +1176,128 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
+ANCHORS = (
+    "Anchors quoted by issue 18, not measured here: River about 46,000 jobs/s "
+    "worked (Apple M2, in-process); an independent durable harness measured "
+    "River 501, Oban 284 and procrastinate 269 jobs/s with one insert per job."
+)
+CORES_LEGEND = {
+    "servers": "servers",
+    "postgresql": "PostgreSQL",
+    "wrk": "wrk",
+    "client": "bench client",
+    "others": "others",
+    "idle": "idle",
+}
+
+
+def _instances_markdown(r: dict[str, Any]) -> list[str]:
+    """The instances part's section of the report."""
+    pg = r["postgresql"]
+    labels = r["setups"]
+    accepted, processed = r["accepted"], r["processed"]
+    e2e = next(iter(processed.values()))
+    out = [
+        "",
+        "## One queue: SQLite, PostgreSQL with one and two instances (issue 18)",
+        "",
+        f"PostgreSQL {pg['server_version']} on this machine (fsync={pg['fsync']}, "
+        f"synchronous_commit={pg['synchronous_commit']}, full_page_writes="
+        f"{pg['full_page_writes']}, wal_sync_method={pg['wal_sync_method']}, "
+        f"shared_buffers={pg['shared_buffers']}); SQLite with synchronous=FULL "
+        f"for submissions; every journal on {r['filesystem']}, whose disk does "
+        f"{r['fdatasyncs_per_second']:,.0f} fdatasync/s one after another. Each "
+        "measurement "
+        "has fresh servers on a fresh queue (SQLite file or PostgreSQL "
+        "database), warmed up, after a CHECKPOINT. Two instances are two "
+        "`bulkhead serve` processes on one database, each under its own load: "
+        f"single: {r['wrk']['single']}; batch: {r['wrk']['batch']} (median of "
+        f"{r['repeat']} interleaved rounds; the jobs run meanwhile, as in "
+        f"service). Processed: {e2e['jobs']:,} `add` jobs in batches of "
+        f"{e2e['batch']:,} from {e2e['submitters'] // e2e['instances']} AsyncClient "
+        "tasks per instance, from the first request until the queue has them "
+        "all `succeeded` (one run); *after submission* is the rate once the "
+        f"last batch was accepted. Pools {r['pools']}.",
+        "",
+        "| configuration | single: accepted/s | batch of 1,000: accepted jobs/s "
+        "| processed jobs/s | after submission | processed per CPU-s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, label in labels.items():
+        p = processed[key]
+        out.append(
+            f"| {label} | {accepted['single'][key]['per_second']:,.0f} | "
+            f"{accepted['batch'][key]['per_second']:,.0f} | "
+            f"{p['per_second']:,.0f} | {p['drain_per_second']:,.0f} | "
+            f"{p['per_cpu_second']:,.0f} |"
+        )
+    out += [
+        "",
+        "Per CPU-s: jobs per second of CPU the servers and PostgreSQL used.",
+        "",
+        "| ratio | single | batch | processed |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for ratio in r["ratios"]["single"]:
+        a, b = ratio.split("_vs_")
+        out.append(
+            f"| {labels[a]} / {labels[b]} | "
+            + " | ".join(
+                f"{r['ratios'][phase][ratio]:.2f}"
+                for phase in ("single", "batch", "processed")
+            )
+            + " |"
+        )
+    out += [
+        "",
+        f"CPU used, in cores (1.00: one core all along; the machine has "
+        f"{os.cpu_count()}). *others*: the machine's busy time none of these "
+        "processes used (other users, interrupts); *bench client*: this "
+        "script's AsyncClient and its `/stats` polls.",
+        "",
+        "| measurement | configuration | "
+        + " | ".join(CORES_LEGEND.values())
+        + " | jobs/s | write transactions/s | jobs per transaction |",
+        "| --- | --- | "
+        + " | ".join("---:" for _ in CORES_LEGEND)
+        + " | ---: | ---: | ---: |",
+    ]
+    rows = [
+        *((f"{phase} (median run)", by) for phase, by in accepted.items()),
+        ("processed", processed),
+    ]
+    for name, by in rows:
+        for key, result in by.items():
+            cpu = result["cpu"]
+            transactions = result.get("transactions_per_second")
+            written = "n/a | n/a"
+            if transactions:
+                per = result["per_second"] / transactions
+                written = f"{transactions:,.0f} | {per:,.1f}"
+            out.append(
+                f"| {name} | {labels[key]} | "
+                + " | ".join(f"{cpu.get(k, 0.0):.2f}" for k in CORES_LEGEND)
+                + f" | {result['per_second']:,.0f} | {written} |"
+            )
+    out += [
+        "",
+        "Write transactions: PostgreSQL transactions that took a transaction "
+        "id (each commit of one waits for its WAL flush), over the whole "
+        "cluster.",
+        "",
+        ANCHORS,
+    ]
+    return out
+
+
 def markdown(data: dict[str, Any]) -> str:
     out = [
         "# Service benchmark",
         "",
         f"{data['machine']}, Python {data['python']}, {data['when']}, "
-        f"{'quick' if data['quick'] else 'full'} run: `{data['command']}`.",
+        f"{'quick' if data['quick'] else 'full'} run: `{data['command']}`; load "
+        f"average (1, 5, 15 min) {data['load']['start']} at its start, "
+        f"{data['load']['end']} at its end.",
     ]
     results = data["results"]
     if "single" in results:
@@ -726,7 +1342,7 @@ def markdown(data: dict[str, Any]) -> str:
             )
     if "error" in results.get("single", {}):
         out += ["", f"single: {results['single']['error']}"]
-    for part in ("batch", "e2e", "memory"):
+    for part in ("batch", "e2e", "instances", "memory"):
         if "error" in results.get(part, {}):
             out += ["", f"## {part}", "", f"failed: {results[part]['error']}"]
     if "results" in results.get("batch", {}):
@@ -758,6 +1374,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"last one succeeded after {e['seconds']:.1f} s: "
             f"**{e['per_second']:,.0f} jobs/s** ({e['busy_answers']} busy answers).",
         ]
+    if "ratios" in results.get("instances", {}):
+        out += _instances_markdown(results["instances"])
     if "growth_mib" in results.get("memory", {}):
         m = results["memory"]
         out += [
@@ -797,7 +1415,7 @@ def markdown(data: dict[str, Any]) -> str:
             "| --- | ---: |",
             *(f"| {k} | {v:.1%} |" for k, v in p["layers"].items()),
         ]
-    out += ["", "## Targets (issue 17)", ""]
+    out += ["", "## Targets (issues 17 and 18)", ""]
     for t in data["targets"]:
         mark = "met" if t["met"] else "**missed**"
         out.append(f"- {t['target']}: {t['value']:,.2f} (goal {t['goal']:,}) {mark}")
@@ -811,14 +1429,22 @@ RUNNERS: dict[str, Callable[[Settings, Path], dict[str, Any]]] = {
     "single": run_single,
     "batch": run_batch,
     "e2e": run_e2e,
+    "instances": run_instances,
     "memory": run_memory,
     "profile": run_profile,
 }
 
 
+def _terminate(signum: int, frame: object) -> None:
+    log("SIGTERM: stopping the servers and PostgreSQL this run started")
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, < 1 min")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run, a minute or two"
+    )
     parser.add_argument(
         "--only",
         default=",".join(PARTS),
@@ -830,16 +1456,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = [p for p in args.only.split(",") if p]
     if unknown := set(parts) - set(PARTS + OPTIONAL_PARTS):
         parser.error(f"unknown parts {sorted(unknown)}: choose from {PARTS}")
-    if shutil.which("wrk") is None and {"single", "batch", "profile"} & set(parts):
+    if shutil.which("wrk") is None and {
+        "single",
+        "batch",
+        "instances",
+        "profile",
+    } & set(parts):
         parser.error("wrk is not installed: apt-get install wrk (make bench does)")
     settings = QUICK if args.quick else FULL
     output = args.output
     if output is None:
         if settings.quick:
             output = Path(tempfile.gettempdir()) / "bulkhead-bench-service.json"
-        else:
+        elif tuple(parts) == PARTS:
             output = RESULTS / "service.json"
+        else:  # as run.py does: service.json keeps the last run of every part
+            output = RESULTS / f"service-{'-'.join(parts)}.json"
+    # SIGTERM unwinds like Ctrl-C: every server and PostgreSQL is stopped.
+    signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
+    load = {"start": load_average()}
     results: dict[str, Any] = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="bulkhead-bench-service-") as tmp:
@@ -859,6 +1495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "seconds": time.perf_counter() - started,
+        "load": {**load, "end": load_average()},
         "results": results,
     }
     data["targets"] = targets(results)
