@@ -620,7 +620,7 @@ def test_config_flags_win_over_env_and_pools_parse() -> None:
     )
     assert config.port == 9000
     assert [(p.priority, p.workers, p.queue) for p in config.pools] == [
-        (1, 1, 1),  # prefetch: as many as workers
+        (1, 1, 4),  # prefetch: 4 per worker
         (7, 3, 5),
     ]
 

@@ -37,6 +37,10 @@ class PoolSpec:
     """Jobs claimed from the journal ahead of a free worker (the prefetch)."""
 
 
+PREFETCH_PER_WORKER = 4
+"""The default prefetch of a pool, per worker (Celery's default multiplier):
+claims of a few jobs each cost a journal round trip per few jobs."""
+
 ROLES = ("read", "submit", "operate")
 """Token roles, each including the ones before it: ``read`` (GET endpoints,
 the dashboard, stats), ``submit`` (submit and cancel jobs), ``operate``
@@ -123,7 +127,7 @@ def _options() -> dict[str, Option]:
             parse_pools(DEFAULT_POOLS),
             parse_pools,
             "pools as PRIORITY=WORKERS[:PREFETCH],...; PREFETCH (jobs claimed "
-            "from the journal ahead of a free worker) defaults to WORKERS",
+            "from the journal ahead of a free worker) defaults to 4 x WORKERS",
             shown_default=DEFAULT_POOLS,
         ),
         Option("job_timeout", None, _optional_seconds, "seconds per attempt"),
@@ -195,7 +199,7 @@ def parse_pools(text: str) -> tuple[PoolSpec, ...]:
         workers_text, colon, queue_text = size.partition(":")
         try:
             workers = int(workers_text)
-            queue = int(queue_text) if colon else workers
+            queue = int(queue_text) if colon else PREFETCH_PER_WORKER * workers
         except ValueError:
             raise ValueError(
                 f"in {entry!r}: workers and prefetch must be integers, as in "

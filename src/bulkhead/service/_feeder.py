@@ -69,14 +69,7 @@ class Feeder:
     ) -> None:
         async with send:
             while True:
-                await slots.acquire()
-                room = 1
-                while True:
-                    try:
-                        slots.acquire_nowait()
-                    except trio.WouldBlock:
-                        break
-                    room += 1
+                room = await self._room(send, slots)
                 try:
                     # Shielded: a claim written but never received would leave
                     # its jobs running in the journal, in nobody's hands.
@@ -99,6 +92,28 @@ class Feeder:
                 for claimed in claim.jobs if claim else ():
                     running = self.live[claimed.id] = Running(claimed)
                     send.send_nowait(running)  # a slot each: never full
+
+    async def _room(
+        self, send: trio.MemorySendChannel[Running], slots: trio.Semaphore
+    ) -> int:
+        """Take free slots to claim into: at least half of them, or fewer
+        once no claimed job is left to start. A claim of one job per free
+        slot would cost a journal round trip per job; half the prefetch
+        still waiting covers the next claim's round trip."""
+        await slots.acquire()
+        room = 1
+        enough = max(1, self.prefetch // 2)
+        while True:
+            while True:
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    break
+                room += 1
+            if room >= enough or not send.statistics().current_buffer_used:
+                return room
+            await slots.acquire()
+            room += 1
 
     async def _start(
         self, receive: trio.MemoryReceiveChannel[Running], slots: trio.Semaphore

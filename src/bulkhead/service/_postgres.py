@@ -1154,9 +1154,13 @@ class PostgresJournal(Journal):
                             (priority, "running"): len(rows),
                         },
                     )
+                # Not min(run_at): before ANALYZE, the planner aggregates
+                # over every queued row (9 ms at 50,000) instead of reading
+                # the first entry of the due index.
                 row = conn.execute(
-                    "SELECT min(run_at) FROM bulkhead_jobs"
-                    " WHERE state = 'queued' AND priority = %s",
+                    "SELECT run_at FROM bulkhead_jobs"
+                    " WHERE state = 'queued' AND priority = %s"
+                    " ORDER BY run_at LIMIT 1",
                     (priority,),
                 ).fetchone()
             jobs = sorted((Claimed(*r) for r in rows), key=lambda c: (c.run_at, c.id))

@@ -120,10 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(
     config: ServiceConfig, registry: JobRegistry, handler: logging.Handler
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(flush_periodically, handler)
-        await serve(config, registry)
-        nursery.cancel_scope.cancel()
+    # A system task, cancelled when the run ends: a nursery here would wrap
+    # serve()'s start-up errors in an ExceptionGroup.
+    trio.lowlevel.spawn_system_task(flush_periodically, handler)
+    await serve(config, registry)
 
 
 # ------------------------------------------------- bulkhead jobs (a client)
