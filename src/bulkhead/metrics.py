@@ -111,6 +111,7 @@ class PrometheusMetrics(Collector):
             registry=registry,
             buckets=tuple(buckets),
         )
+        self._histograms: dict[tuple[str, str], Histogram] = {}
         self.hooks = Hooks(on_finished=self._finished)
         """Pass as ``open_dispatcher(..., hooks=metrics.hooks)``."""
         registry.register(self)
@@ -123,8 +124,15 @@ class PrometheusMetrics(Collector):
         self._dispatchers.add(dispatcher)
 
     def _finished(self, job: Job[Any], duration: float | None) -> None:
-        if duration is not None:
-            self._durations.labels(job.pool_name, job.state.value).observe(duration)
+        if duration is None:
+            return
+        # labels() validates and locks on every call; its child for a pool
+        # and outcome never changes, and this runs once for every job.
+        key = (job.pool_name, job.state.value)
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = self._durations.labels(*key)
+        histogram.observe(duration)
 
     def describe(self) -> list[Any]:
         """No fixed description: the families depend on the pools watched."""
