@@ -709,7 +709,15 @@ def test_registry_validates_arguments_and_signatures() -> None:
     for wrong in ("3", False, 3.5):
         with pytest.raises(ValueError, match=r"^args\.x: Input should be a valid int"):
             registry["sync"].validate({"x": wrong})
+    # As the journal keeps them: checked as they are; a whole number written
+    # 3.0 (as 0.2's journal kept it) is still an int, a wrong type is not.
+    assert registry["sync"].validate_json('{"x": 3}') == {"x": 3}
+    assert registry["sync"].validate_json('{"x": 3.0}') == {"x": 3}
+    for text in ('{"x": "3"}', '{"x": 3.5}', "[3]", "{"):
+        with pytest.raises(ValueError, match=r"^args"):
+            registry["sync"].validate_json(text)
     assert registry.add(plot).validate({"x": 1}) == {"point": Point(x=1, y=0)}
+    assert registry["plot"].validate_json('{"x": 1}') == {"point": Point(x=1, y=0)}
     with pytest.raises(ValueError, match=r"^args\.y: Input should be a valid int"):
         registry["plot"].validate({"x": 1, "y": "a"})
     with pytest.raises(TypeError, match=r"^a job type must be a function or an async"):

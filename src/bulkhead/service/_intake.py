@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,12 @@ import attrs
 from ._config import ServiceConfig
 from ._errors import BacklogFull, FieldError, SubmissionInvalid, Unavailable
 from ._journal import Accepted, Journal, JournalUnavailable, NewJob
-from ._registry import ArgumentsInvalid, JobRegistry, resolve_priority
+from ._registry import (
+    ArgumentsInvalid,
+    JobRegistry,
+    canonical_json,
+    resolve_priority,
+)
 from ._running import DrainRate
 from ._schedules import SCHEDULE_KEYS
 from ._views import pool_name
@@ -104,8 +108,10 @@ class Intake:
                 priority = self._priority(submission.priority)
             except ValueError as exc:
                 errors.append(FieldError("priority", str(exc)))
+        args = ""
         try:
-            job_type.validate(submission.args)
+            args = canonical_json(submission.args)
+            job_type.validate_json(args)
         except ArgumentsInvalid as exc:
             errors += [FieldError(field, message) for field, message in exc.errors]
         run_at = now
@@ -130,7 +136,7 @@ class Intake:
         return NewJob(
             job_type.name,
             priority,
-            json.dumps(submission.args),
+            args,
             now,
             run_at,
             submission.idempotency_key,

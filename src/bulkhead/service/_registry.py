@@ -90,12 +90,42 @@ class JobType:
         Raises:
           ArgumentsInvalid: naming each argument that does not fit.
         """
+        return self._arguments(canonical_json(args))
+
+    def validate_json(self, text: str) -> dict[str, Any]:
+        """:meth:`validate` for arguments given as JSON text, such as the
+        journal keeps them (whole numbers as ints): checked as they are,
+        without parsing them and writing them out again first.
+
+        >>> registry = JobRegistry()
+        >>> @registry.job()
+        ... async def add(x: int, y: int = 0) -> int:
+        ...     return x + y
+        >>> registry["add"].validate_json('{"x": 2, "y": 3.0}')
+        {'x': 2, 'y': 3}
+
+        Raises:
+          ArgumentsInvalid: as :meth:`validate`.
+        """
+        try:
+            return self._arguments(text)
+        except ArgumentsInvalid as invalid:
+            # Not canonical, e.g. a whole number written 3.0 (as 0.2's
+            # journal kept arguments): taken as validate() takes it.
+            try:
+                canonical = canonical_json(json.loads(text))
+            except ValueError:  # not JSON: pydantic said so
+                raise invalid from None
+            if canonical == text:
+                raise
+            return self._arguments(canonical)
+
+    def _arguments(self, text: str) -> dict[str, Any]:
         try:
             # As JSON, strictly, as the published JSON schema says: "3" and
-            # false are not integers, 3.0 is; a date string still parses.
-            model = self.arguments.model_validate_json(
-                json.dumps(_integral_numbers_as_ints(args)), strict=True
-            )
+            # false are not integers, 3.0 is (canonical_json made it 3); a
+            # date string still parses.
+            model = self.arguments.model_validate_json(text, strict=True)
         except RecursionError:
             raise ArgumentsInvalid([("args", "nested too deeply")]) from None
         except pydantic.ValidationError as exc:
@@ -112,6 +142,21 @@ class JobType:
     def schema(self) -> dict[str, Any]:
         """The JSON schema of its arguments (for ``GET /job-types``)."""
         return self.arguments.model_json_schema()
+
+
+def canonical_json(args: Mapping[str, Any]) -> str:
+    """``args`` as the journal keeps them: JSON text in which a whole number
+    is an int (JSON Schema's ``integer`` takes ``3.0``, and a float field
+    takes an int), so that :meth:`JobType.validate_json` checks them as
+    they are.
+
+    Raises:
+      ArgumentsInvalid: if ``args`` nest too deeply to be written out.
+    """
+    try:
+        return json.dumps(_integral_numbers_as_ints(args))
+    except RecursionError:
+        raise ArgumentsInvalid([("args", "nested too deeply")]) from None
 
 
 def _integral_numbers_as_ints(value: Any) -> Any:

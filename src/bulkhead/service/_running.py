@@ -157,7 +157,7 @@ class RunningJobs:
             return
         try:
             job_type = self.registry[claimed.type]
-            kwargs = job_type.validate(json.loads(claimed.args))
+            kwargs = job_type.validate_json(claimed.args)
             if claimed.priority not in self.priorities:
                 raise ValueError(f"pool {claimed.priority} is not configured")
         except (KeyError, ValueError) as exc:
