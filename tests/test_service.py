@@ -26,6 +26,7 @@ import httpx
 import pydantic
 import pytest
 import trio
+from examples.service_jobs import registry as example_registry
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -103,6 +104,29 @@ def test_submit_then_read_the_result(client: httpx.Client) -> None:
     times = [moment(view[k]) for k in ("accepted_at", "started_at", "finished_at")]
     assert times == sorted(times)
     assert view["run_at"] == view["accepted_at"]
+
+
+async def test_arguments_are_kept_as_the_job_gets_them(tmp_path: Path) -> None:
+    # A whole number written 3.0 is an int: kept as one, and checked as kept.
+    config = ServiceConfig.load(
+        {
+            "pools": "low=1,normal=1,high=1",
+            "journal": str(tmp_path / "journal.sqlite3"),
+        },
+        {},
+    )
+    service = Service(config, example_registry)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        (accepted,) = await service.submit([Submission("add", {"x": 2.0, "y": 3})])
+        give_up = time.monotonic() + 10
+        while (view := await service.job(accepted.id))["state"] != "succeeded":
+            assert time.monotonic() < give_up, view
+        assert view["result"] == 5
+        service.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        (args,) = db.execute("SELECT args FROM jobs").fetchone()
+    assert args == '{"x": 2, "y": 3}'
 
 
 def test_priority_by_name_and_number(client: httpx.Client) -> None:
