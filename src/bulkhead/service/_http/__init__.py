@@ -51,9 +51,6 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = problem(
-            413, f"request body over {self.limit} bytes (BULKHEAD_MAX_BODY)"
-        )
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -62,7 +59,7 @@ class BodyLimit:
                     await problem(400, "bad Content-Length")(scope, receive, send)
                     return
                 if declared > self.limit:
-                    await too_large(scope, receive, send)
+                    await self._too_large()(scope, receive, send)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -73,7 +70,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await too_large(scope, receive, send)
+                await self._too_large()(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -88,6 +85,10 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _too_large(self) -> ASGIApp:
+        # Built when needed: a JSON answer per request is not free.
+        return problem(413, f"request body over {self.limit} bytes (BULKHEAD_MAX_BODY)")
 
 
 def create_app(service: Service) -> FastAPI:
