@@ -433,6 +433,11 @@ def test_schedules_are_checked_when_registered() -> None:
     )
     with pytest.raises(ValueError, match=r"^schedule 's' is already registered$"):
         registry.schedule("s", "resize", "0 3 * * *", args={"url": "u"})
+    # Kept as a submission's arguments are: a whole number as an int.
+    wide = registry.schedule(
+        "w", "resize", "0 3 * * *", args={"url": "u", "width": 800.0}
+    )
+    assert wide.args == '{"url": "u", "width": 800}'
 
 
 # ---------------------------------------------- the scheduler on a journal

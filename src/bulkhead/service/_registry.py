@@ -386,14 +386,16 @@ class JobRegistry:
                 f"arguments ({', '.join(required)}): give them with args="
             )
         try:
-            text = json.dumps(given, allow_nan=False)
+            json.dumps(given, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"schedule {name!r}: args must be JSON (str, numbers, bools, "
                 f"None, lists and dicts): {exc}"
             ) from None
         try:
-            target.validate(given)
+            # Kept as a submission's are, so each run is checked as kept.
+            text = canonical_json(given)
+            target.validate_json(text)
         except ArgumentsInvalid as exc:
             raise ValueError(
                 f"schedule {name!r}: arguments do not fit job type {job_type!r}: {exc}"
