@@ -254,6 +254,40 @@ async def test_an_expired_lease_is_rescued_within_lease_and_heartbeat(
         assert await survivor.counts() == {1: {"running": 1}}
 
 
+async def test_an_instance_stopped_inside_a_transaction_is_rescued_all_the_same(
+    postgres: PostgresServer, postgres_url: str
+) -> None:
+    await wait_past_server_start(postgres)
+    async with running(postgres_url) as survivor:
+        async with running(postgres_url) as stopped:
+            (accepted,) = await stopped.accept([job()])
+            (claimed,) = (await stopped.claim(1, 1)).jobs
+            # As if SIGSTOP hit between two statements of its end: the row
+            # stays locked by a transaction nobody will finish.
+            conn = await trio.to_thread.run_sync(stopped._conns.connect)
+
+            def lock_and_stop() -> None:
+                conn.execute("BEGIN")
+                conn.execute(
+                    "SELECT id FROM bulkhead_jobs WHERE id = %s FOR UPDATE",
+                    (claimed.id,),
+                )
+
+            await trio.to_thread.run_sync(lock_and_stop)
+        frozen = time.monotonic()
+        await eventually(
+            lambda: committed(survivor, accepted.id, "queued"), "never rescued"
+        )
+        assert time.monotonic() - frozen <= LEASE + HEARTBEAT + SLACK
+        # The server ended the stuck session; its owner learns so when it
+        # continues, and its transaction did not commit.
+        with pytest.raises(psycopg.Error, match="idle-in-transaction timeout"):
+            await trio.to_thread.run_sync(
+                lambda: conn.execute("UPDATE bulkhead_jobs SET state = 'x'")
+            )
+        conn.close()
+
+
 async def test_a_live_lease_is_renewed_and_never_rescued(
     postgres: PostgresServer, postgres_url: str
 ) -> None:

@@ -261,9 +261,16 @@ class _Connections:
     one). A connection that broke is closed and replaced by a new one at the
     next call, which is how the journal reconnects."""
 
-    def __init__(self, url: str, size: int, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        url: str,
+        size: int,
+        options: Mapping[str, Any],
+        setup: str | None = None,
+    ) -> None:
         self._url = url
         self._options = dict(options)
+        self._setup = setup
         self._limiter = trio.CapacityLimiter(size)
         # Threads are bounded by ``_limiter`` already; this one only keeps
         # them off to_thread's process-wide default limiter.
@@ -273,7 +280,10 @@ class _Connections:
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new connection (blocking: call it in a thread)."""
-        return psycopg.connect(self._url, autocommit=True, **self._options)
+        conn = psycopg.connect(self._url, autocommit=True, **self._options)
+        if self._setup is not None:
+            conn.execute(self._setup)
+        return conn
 
     async def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Call ``fn(connection)`` in a worker thread; psycopg's errors
@@ -454,12 +464,23 @@ class PostgresJournal(Journal):
             "keepalives_interval": 5,
             "keepalives_count": 3,
         }
+        # A process stopped inside a transaction (SIGSTOP, a long pause)
+        # keeps its rows locked, and the rescue skips locked rows: without
+        # this its jobs would wait for it however long it stays stopped.
+        # None of our transactions waits for anything between statements.
+        setup: str | None = (
+            "SET idle_in_transaction_session_timeout = "
+            f"{max(1, round(self.lease * 1000))}"
+        )
         if not listen:
             # PgBouncer's transaction pooling: no server-side prepared
-            # statements (a statement may land on another server connection).
+            # statements (a statement may land on another server connection),
+            # and no session settings (PgBouncer's own
+            # idle_transaction_timeout takes the one above).
             options["prepare_threshold"] = None
+            setup = None
         self._url = url
-        self._conns = _Connections(url, connections, options)
+        self._conns = _Connections(url, connections, options, setup)
         self._listener = trio.CapacityLimiter(1)
         self._writable = False
         self._closed = False
