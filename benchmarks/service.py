@@ -84,7 +84,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ from typing import Any
 import httpx
 import trio
 
-from bulkhead.service import AsyncClient, ServiceError, Submission
+from bulkhead.service import AsyncClient, RemoteError, Submission
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -551,6 +551,7 @@ def run_single(s: Settings, folder: Path) -> dict[str, Any]:
         log("  single: servers up; warming up (1 s each, not timed)")
         for server in servers.values():
             wrk(server, body, threads=1, connections=10, duration=1)
+        _settle_single(servers)
         keys = list(SINGLE_SERVERS)
         for r in range(s.repeat):
             order = keys[r % len(keys) :] + keys[: r % len(keys)]
@@ -569,7 +570,7 @@ def run_single(s: Settings, folder: Path) -> dict[str, Any]:
                 )
                 if key == "bare_starlette":
                     saturation[f"t{s.threads}c{s.connections}"].append(result)
-                time.sleep(0.5)  # let the bulkhead servers finish their jobs
+                _settle_single(servers)
             for t, c in s.saturation:
                 result = wrk(
                     servers["bare_starlette"],
@@ -604,6 +605,15 @@ def run_single(s: Settings, folder: Path) -> dict[str, Any]:
         "results": results,
         "saturation": {key: _summary(value) for key, value in saturation.items()},
     }
+
+
+def _settle_single(servers: Mapping[str, Server]) -> None:
+    """Let the bulkhead servers run the jobs they accepted, which they do
+    after the load too (a saturated server accepts before it runs): left
+    running, that backlog would take CPU from the next server measured."""
+    for key, server in servers.items():
+        if key.startswith("bulkhead"):
+            _settle([server])
 
 
 def _ratio(rate: float, baseline: float) -> float:
@@ -703,7 +713,7 @@ async def _submit(
                 try:
                     await client.submit_many(chunk)
                     break
-                except ServiceError as exc:
+                except RemoteError as exc:
                     if exc.retry_after is None:
                         raise
                     busy += 1
