@@ -108,7 +108,11 @@ class Cluster:
         return found
 
     def finished(self) -> dict[int, list[str]]:
-        """Which instances logged each job's end (``job_finished``)."""
+        """Which instances logged each job's end (``job_finished``), read
+        once every instance stopped: an INFO line waits in memory for up to
+        ``FLUSH_INTERVAL`` after its job's end is committed, so a running
+        instance's log may not show yet the ends the database already has."""
+        self.stop()
         ends: dict[int, list[str]] = {}
         for name in self.instances:
             for e in self.events(name, "job_finished"):
