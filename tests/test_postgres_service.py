@@ -274,3 +274,29 @@ def test_rolling_restart_under_load(cluster: Cluster) -> None:
     # Nothing ran twice: each job ended once, on one instance.
     assert {id: len(names) for id, names in finished.items() if len(names) > 1} == {}
     assert set(finished) == cluster.accepted
+
+
+def test_a_job_is_cancelled_by_the_instance_running_it(cluster: Cluster) -> None:
+    cluster.start("a")
+    cluster.start("b")
+    cluster.submit("a", 1, seconds=60)
+    (id,) = cluster.accepted
+
+    def owner() -> str | None:
+        return next((n for n in ("a", "b") if id in running_on(cluster, n)), None)
+
+    wait_for(lambda: owner() is not None, "nobody ran the job")
+    here = owner()
+    assert here is not None
+    elsewhere = cluster.instances["b" if here == "a" else "a"]
+    refused = httpx.delete(f"{elsewhere.url}/jobs/{id}", timeout=10)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json() == {
+        "error": f"job {id} is running on another instance; retry to cancel it"
+    }
+    url = f"{cluster.instances[here].url}/jobs/{id}"
+    assert httpx.delete(url, timeout=10).status_code == 202
+    wait_for(
+        lambda: cluster.rows()[id] == ("cancelled", 1), "the job was never cancelled"
+    )

@@ -38,6 +38,8 @@ from bulkhead.service import (
     Submission,
     create_app,
 )
+from bulkhead.service._journal import Claim, JobRecord
+from bulkhead.service._sqlite import SQLiteJournal
 
 from ._jobs import spin_until
 from ._service_server import ROOT, ServerProcess, server_args, serving
@@ -165,6 +167,68 @@ def test_cancel_a_running_job(client: httpx.Client) -> None:
     assert again.json() == {"error": f"job {id} has already finished: cancelled"}
     missing = client.delete("/jobs/999999")
     assert missing.status_code == 404
+
+
+def answer_claims_late(journal: SQLiteJournal) -> None:
+    """Make ``journal``'s claims answer their feeder only once a cancel of
+    the claimed job was read: the moment the job is ``running`` in the
+    journal and in nobody's memory yet."""
+    claim, cancel = journal.claim, journal.cancel
+    cancel_read = trio.Event()
+
+    async def late_claim(priority: int, limit: int) -> Claim:
+        answer = await claim(priority, limit)
+        if answer.jobs:
+            await cancel_read.wait()
+        return answer
+
+    async def read_cancel(id: int) -> JobRecord | None:
+        before = await cancel(id)
+        cancel_read.set()
+        return before
+
+    journal.claim = late_claim  # type: ignore[method-assign]
+    journal.cancel = read_cancel  # type: ignore[method-assign]
+
+
+async def test_a_job_cancelled_while_its_claim_is_on_its_way_is_cancelled_here(
+    tmp_path: Path,
+) -> None:
+    # Answered 503 "running on another instance" with one instance (found
+    # by a flaky run of test_a_full_backlog_answers_429_with_retry_after).
+    registry = JobRegistry()
+    ran = []
+
+    @registry.job(priority="low")
+    async def note() -> None:
+        ran.append(True)
+
+    config = ServiceConfig.load({"pools": "low=1"}, {})
+    journal = SQLiteJournal(str(tmp_path / "journal.sqlite3"))
+    answer_claims_late(journal)
+    service = Service(config, registry, journal)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        (accepted,) = await service.submit([Submission("note", {})])
+
+        async def state() -> str:
+            view = await service.job(accepted.id)
+            return str(view["state"])
+
+        with trio.fail_after(10):
+            for _ in range(1000):  # polling the writer thread's commits
+                if await state() == "running":
+                    break
+                await trio.sleep(0.01)
+            assert (await service.cancel(accepted.id))["id"] == accepted.id
+            for _ in range(1000):
+                if await state() != "running":
+                    break
+                await trio.sleep(0.01)
+        view = await service.job(accepted.id)
+        service.stop()
+    assert (view["state"], view["error"]) == ("cancelled", "cancelled")
+    assert ran == []
 
 
 def test_list_jobs_paged_and_by_state(client: httpx.Client) -> None:

@@ -12,18 +12,23 @@ at most ``prefetch`` claimed jobs per pool beside the running ones.
 When the feeder is cancelled (the shutdown), every job it claimed and did not
 start goes back to the queue (:meth:`Journal.release`), never counted as a
 run: a run is counted when a worker takes the job (:meth:`Journal.started`).
+
+A claimed job is ``running`` in the journal from the claim's commit, but in
+memory only once the claim's answer reached its feeder: :class:`ClaimsInFlight`
+lets a ``DELETE`` that finds a job in between wait for it to land.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import final
 
 import attrs
 import trio
 
-from ._journal import Journal, JournalUnavailable, Release
+from ._journal import Claim, Journal, JournalUnavailable, Release
 from ._running import Running
 
 log = logging.getLogger("bulkhead.service")
@@ -33,12 +38,42 @@ RETRY_CLAIM = 0.5
 
 
 @final
+class ClaimsInFlight:
+    """The feeders' claims from the journal's commit until their jobs are in
+    ``live``: a job cancelled in between is running in the journal and in
+    nobody's memory yet, on this instance, not on another one."""
+
+    def __init__(self) -> None:
+        self._flying: set[object] = set()
+        self._lot = trio.lowlevel.ParkingLot()
+
+    @contextlib.contextmanager
+    def claiming(self) -> Iterator[None]:
+        """Around one claim and the putting of its jobs in ``live``."""
+        claim = object()
+        self._flying.add(claim)
+        try:
+            yield
+        finally:
+            self._flying.discard(claim)
+            self._lot.unpark_all()
+
+    async def landed(self) -> None:
+        """Wait until every claim in flight now has put its jobs in ``live``."""
+        await trio.lowlevel.checkpoint()
+        earlier = set(self._flying)
+        while earlier & self._flying:
+            await self._lot.park()
+
+
+@final
 @attrs.define(eq=False)
 class Feeder:
     """Feeds pool ``priority`` from ``journal`` (see the module docstring).
 
     ``start`` hands one job to the pool; ``live`` is the service's map of
-    the jobs in memory, where the feeder puts each job it claims.
+    the jobs in memory, where the feeder puts each job it claims, within
+    ``in_flight``'s :meth:`~ClaimsInFlight.claiming`.
     """
 
     journal: Journal
@@ -46,6 +81,7 @@ class Feeder:
     prefetch: int
     start: Callable[[Running], Awaitable[None]]
     live: MutableMapping[int, Running]
+    in_flight: ClaimsInFlight
 
     async def run(self) -> None:
         """Claim and start until cancelled."""
@@ -70,28 +106,37 @@ class Feeder:
         async with send:
             while True:
                 room = await self._room(send, slots)
-                try:
-                    # Shielded: a claim written but never received would leave
-                    # its jobs running in the journal, in nobody's hands.
-                    with trio.CancelScope(shield=True):
-                        claim = await self.journal.claim(self.priority, room)
-                except JournalUnavailable as exc:
-                    log.warning(
-                        "pool %s: cannot claim jobs: %s",
-                        self.priority,
-                        exc,
-                        extra={"event": "claim_failed", "priority": self.priority},
-                    )
-                    claim = None
+                with self.in_flight.claiming():
+                    claim = await self._claim_into(room, send)
                 for _ in range(room - (len(claim.jobs) if claim else 0)):
                     slots.release()
                 if claim is None:
                     await trio.sleep(RETRY_CLAIM)
                 elif not claim.jobs:
                     await self.journal.wait_for_jobs(self.priority, claim.next_run_at)
-                for claimed in claim.jobs if claim else ():
-                    running = self.live[claimed.id] = Running(claimed)
-                    send.send_nowait(running)  # a slot each: never full
+
+    async def _claim_into(
+        self, room: int, send: trio.MemorySendChannel[Running]
+    ) -> Claim | None:
+        """Claim up to ``room`` due jobs and put each in ``live`` and on
+        ``send``; ``None`` if the journal failed (logged)."""
+        try:
+            # Shielded: a claim written but never received would leave its
+            # jobs running in the journal, in nobody's hands.
+            with trio.CancelScope(shield=True):
+                claim = await self.journal.claim(self.priority, room)
+        except JournalUnavailable as exc:
+            log.warning(
+                "pool %s: cannot claim jobs: %s",
+                self.priority,
+                exc,
+                extra={"event": "claim_failed", "priority": self.priority},
+            )
+            return None
+        for claimed in claim.jobs:
+            running = self.live[claimed.id] = Running(claimed)
+            send.send_nowait(running)  # a slot each: never full
+        return claim
 
     async def _room(
         self, send: trio.MemorySendChannel[Running], slots: trio.Semaphore

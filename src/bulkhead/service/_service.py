@@ -35,7 +35,7 @@ from bulkhead.metrics import PrometheusMetrics
 
 from ._config import ServiceConfig
 from ._errors import JobFinished, JobNotFound, Unavailable
-from ._feeder import Feeder
+from ._feeder import ClaimsInFlight, Feeder
 from ._intake import Intake, Submission
 from ._journal import (
     TERMINAL,
@@ -121,6 +121,7 @@ class Service:
         self.requeued = 0
         """Jobs an earlier process left running, queued again at start."""
         self._dispatcher: Dispatcher | None = None
+        self._claims = ClaimsInFlight()
         self.operations = Operations(
             self.journal, running=self.running, chunk=config.operation_chunk
         )
@@ -239,6 +240,7 @@ class Service:
                         n,
                         start=self.running.start,
                         live=self.running.live,
+                        in_flight=self._claims,
                     )
                     feeders.start_soon(feeder.run)
                 feeders.start_soon(self.operations.run)
@@ -345,22 +347,32 @@ class Service:
           Unavailable: if the journal cannot write, or the job runs on
             another instance.
         """
-        if self.running.cancel(id):
-            return await self.job(id)
-        before = await self._read(self.journal.cancel(id))
-        if before is None:
-            raise JobNotFound(f"no job {id} (never accepted, or its result expired)")
-        if before.state in TERMINAL:
-            raise JobFinished(f"job {id} has already finished: {before.state}")
-        if before.state == "running":
-            raise Unavailable(
-                f"job {id} is running on another instance; retry to cancel it",
-                retry_after=1,
-            )
-        record = attrs.evolve(
-            before, state="cancelled", finished_at=time.time(), error="cancelled"
+        for landed in (False, True):
+            if self.running.cancel(id):
+                return await self.job(id)
+            before = await self._read(self.journal.cancel(id))
+            if before is None:
+                raise JobNotFound(
+                    f"no job {id} (never accepted, or its result expired)"
+                )
+            if before.state in TERMINAL:
+                raise JobFinished(f"job {id} has already finished: {before.state}")
+            if before.state != "running":
+                record = attrs.evolve(
+                    before,
+                    state="cancelled",
+                    finished_at=time.time(),
+                    error="cancelled",
+                )
+                return job_view(record, None, time.time())
+            if not landed:
+                # Running and not in memory: claimed by another instance, or
+                # by a feeder here whose claim's answer is on its way.
+                await self._claims.landed()
+        raise Unavailable(
+            f"job {id} is running on another instance; retry to cancel it",
+            retry_after=1,
         )
-        return job_view(record, None, time.time())
 
     async def statistics(self) -> dict[str, Any]:
         """What ``GET /stats`` shows."""
