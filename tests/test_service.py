@@ -169,16 +169,18 @@ def test_cancel_a_running_job(client: httpx.Client) -> None:
     assert missing.status_code == 404
 
 
-def answer_claims_late(journal: SQLiteJournal) -> None:
+def answer_claims_late(journal: SQLiteJournal) -> trio.Event:
     """Make ``journal``'s claims answer their feeder only once a cancel of
     the claimed job was read: the moment the job is ``running`` in the
-    journal and in nobody's memory yet."""
+    journal and in nobody's memory yet. Return the event set when a claim
+    of jobs is committed."""
     claim, cancel = journal.claim, journal.cancel
-    cancel_read = trio.Event()
+    claimed, cancel_read = trio.Event(), trio.Event()
 
     async def late_claim(priority: int, limit: int) -> Claim:
         answer = await claim(priority, limit)
         if answer.jobs:
+            claimed.set()
             await cancel_read.wait()
         return answer
 
@@ -189,6 +191,7 @@ def answer_claims_late(journal: SQLiteJournal) -> None:
 
     journal.claim = late_claim  # type: ignore[method-assign]
     journal.cancel = read_cancel  # type: ignore[method-assign]
+    return claimed
 
 
 async def test_a_job_cancelled_while_its_claim_is_on_its_way_is_cancelled_here(
@@ -205,7 +208,7 @@ async def test_a_job_cancelled_while_its_claim_is_on_its_way_is_cancelled_here(
 
     config = ServiceConfig.load({"pools": "low=1"}, {})
     journal = SQLiteJournal(str(tmp_path / "journal.sqlite3"))
-    answer_claims_late(journal)
+    claimed = answer_claims_late(journal)
     service = Service(config, registry, journal)
     async with trio.open_nursery() as nursery:
         await nursery.start(service.run)
@@ -216,12 +219,10 @@ async def test_a_job_cancelled_while_its_claim_is_on_its_way_is_cancelled_here(
             return str(view["state"])
 
         with trio.fail_after(10):
-            for _ in range(1000):  # polling the writer thread's commits
-                if await state() == "running":
-                    break
-                await trio.sleep(0.01)
+            await claimed.wait()
+            assert await state() == "running"
             assert (await service.cancel(accepted.id))["id"] == accepted.id
-            for _ in range(1000):
+            for _ in range(1000):  # polling the writer thread's commits
                 if await state() != "running":
                     break
                 await trio.sleep(0.01)
